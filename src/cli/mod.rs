@@ -1,0 +1,208 @@
+//! The command line: clap types, dispatch, and the mapping of outcomes to exit codes. This is
+//! the only place that prints to stdout; each command's handler lives in its own file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod completions;
+mod reconcile;
+mod schema;
+mod sim;
+mod validate;
+
+/// Exit codes, documented in the README (one table; later commands extend it).
+pub mod exit {
+    /// Success: valid, in sync, healed.
+    pub const OK: u8 = 0;
+    /// Error, or invalid manifests.
+    pub const ERROR: u8 = 1;
+    /// `reconcile diff`: the plan is not empty (drift).
+    pub const DRIFT: u8 = 2;
+    /// `reconcile --once`: something is still unhealthy after the pass.
+    pub const UNHEALTHY: u8 = 3;
+    /// `reconcile --once`: another run holds the lock; nothing was done.
+    pub const LOCKED: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  homeostat validate -f desired-state/          check the manifests
+  homeostat reconcile diff                      what would it do? (changes nothing)
+  homeostat reconcile --once                    one pass, for cron
+  homeostat reconcile                           the daemon
+  homeostat demo                                watch a simulated cluster heal itself
+
+Exit codes: 0 ok, 1 error or invalid, 2 drift (diff), 3 still unhealthy (--once), 4 locked (--once).";
+
+/// homeostat keeps an LLM inference cluster (LM Studio, Ollama, vLLM, llama.cpp) healthy:
+/// it probes every node, diffs against the desired state in YAML, and heals what drifted.
+#[derive(Debug, Parser)]
+#[command(name = "homeostat", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Directory of manifests (every *.yaml / *.yml below it).
+    #[arg(
+        short = 'f',
+        long = "manifests",
+        global = true,
+        env = "HOMEOSTAT_MANIFESTS",
+        default_value = crate::desired::defaults::MANIFEST_DIR,
+        value_name = "DIR"
+    )]
+    pub manifests: PathBuf,
+    /// Where homeostat keeps its state (SQLite, events.jsonl, lock, routes.json).
+    /// Default: $XDG_STATE_HOME/homeostat or ~/.local/state/homeostat.
+    #[arg(long, global = true, env = "HOMEOSTAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl GlobalArgs {
+    /// The state directory: `--state-dir`, else the platform's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("homeostat");
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) if cfg!(target_os = "macos") => {
+                PathBuf::from(home).join("Library/Application Support/homeostat")
+            }
+            Some(home) => PathBuf::from(home).join(".local/state/homeostat"),
+            None => PathBuf::from(".homeostat-state"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `-o table|json` for commands that print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// Tables and text for people.
+    #[default]
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the manifests: YAML syntax, JSON Schema, then cross-references and limits.
+    /// Reports every problem at once with file:line:column. Exit 0 valid, 1 invalid.
+    ///
+    /// Example: homeostat validate -f desired-state/
+    Validate(validate::ValidateArgs),
+    /// Write the JSON Schemas of every manifest kind (one file per kind plus one for any
+    /// document) for editors and CI.
+    ///
+    /// Example: homeostat schema --out schemas/
+    Schema(schema::SchemaArgs),
+    /// Reconcile the cluster: the daemon by default, `--once` for one pass (cron), or `diff` for
+    /// a dry run that prints the plan and changes nothing.
+    ///
+    /// Examples:
+    ///   homeostat reconcile diff -o json     exit 0 in sync, 2 drift, 1 error
+    ///   homeostat reconcile --once           exit 0 healthy, 3 still unhealthy, 4 locked
+    Reconcile(reconcile::ReconcileArgs),
+    /// Run simulated inference nodes (LM Studio, Ollama, vLLM, llama.cpp) with fault injection,
+    /// in the foreground, printing each node's URL.
+    ///
+    /// Example: homeostat sim -f examples/lab/sim.yaml
+    Sim(sim::SimArgs),
+    /// Print shell completions.
+    ///
+    /// Example: homeostat completions bash > /etc/bash_completion.d/homeostat
+    Completions(completions::CompletionsArgs),
+}
+
+/// Parses the command line, runs the command and returns its exit code. Errors are printed to
+/// stderr with their cause chain.
+pub fn main() -> ExitCode {
+    // reqwest is built without a default TLS provider (ring builds in half the time of aws-lc);
+    // install ring before any client is created. Failing means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    let result = match cli.command {
+        Command::Validate(a) => validate::run(&cli.global, a),
+        Command::Schema(a) => schema::run(&cli.global, a),
+        Command::Reconcile(a) => reconcile::run(&cli.global, a),
+        Command::Sim(a) => sim::run(&cli.global, a),
+        Command::Completions(a) => completions::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", crate::cli::chain(e.as_ref()));
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+/// `a: b: c` from an error and its sources (each printed once).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+fn init_tracing(g: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter =
+        EnvFilter::try_from_env("HOMEOSTAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests calling `main` twice) is harmless; ignore it.
+    let _ = match g.log_format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Prints a serialisable value as pretty JSON on stdout.
+#[allow(clippy::print_stdout)]
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `homeostat` binary: parse arguments, run, map the outcome to an exit code.
+
+fn main() -> std::process::ExitCode {
+    homeostat::cli::main()
+}
