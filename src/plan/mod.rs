@@ -1,1 +1,5 @@
-//! See ARCHITECTURE.md.
+//! The planner: decides what to change. Pure: no I/O, no clock, no randomness; the caller
+//! supplies `now`. When something cannot be done yet, the reason is recorded as a held step
+//! rather than returned as an error.
+
+pub mod diagnose;
