@@ -3,3 +3,9 @@
 //! rather than returned as an error.
 
 pub mod diagnose;
+pub mod memory;
+pub mod routing;
+pub mod step;
+
+pub use memory::{Memory, NodeMemory, ServiceMemory};
+pub use step::{Action, Alert, Held, HoldReason, Intent, NodePlan, Plan, Step};
