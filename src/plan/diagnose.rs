@@ -29,6 +29,9 @@ pub enum Problem {
     CanaryFailed { model: String, cause: ProbeFailure },
     /// Another model answered a request for this one.
     WrongModel { model: String, answered_by: String },
+    /// The last heal's verification suite failed for this model (wrong answers, errors): it
+    /// must not get traffic, and it is healed again (then rolled back).
+    VerificationFailed { model: String, failures: u32 },
     /// A resident model is loaded with settings other than the desired ones. Drift, not a
     /// failure: converged by a reload without waiting for the failure threshold.
     SettingsDrift { model: String, setting: String, desired: String, observed: String },
@@ -51,6 +54,7 @@ impl Problem {
                 | Problem::StuckLoading { .. }
                 | Problem::CanaryFailed { .. }
                 | Problem::WrongModel { .. }
+                | Problem::VerificationFailed { .. }
         )
     }
 
@@ -63,6 +67,7 @@ impl Problem {
             | Problem::StuckLoading { model, .. }
             | Problem::CanaryFailed { model, .. }
             | Problem::WrongModel { model, .. }
+            | Problem::VerificationFailed { model, .. }
             | Problem::SettingsDrift { model, .. }
             | Problem::NotAvailable { model }
             | Problem::Orphan { model, .. } => Some(model),
@@ -95,6 +100,11 @@ impl std::fmt::Display for Problem {
             Problem::WrongModel { model, answered_by } => {
                 write!(f, "a request for {model} was answered by {answered_by}")
             }
+            Problem::VerificationFailed { model, failures } => write!(
+                f,
+                "model {model} failed its verification suite ({failures} time{})",
+                if *failures == 1 { "" } else { "s" }
+            ),
             Problem::SettingsDrift { model, setting, desired, observed } => {
                 write!(f, "model {model} runs with {setting}={observed}, desired {desired}")
             }

@@ -9,3 +9,10 @@ pub mod step;
 
 pub use memory::{Memory, NodeMemory, ServiceMemory};
 pub use step::{Action, Alert, Held, HoldReason, Intent, NodePlan, Plan, Step};
+pub mod planner;
+
+pub use planner::{PlanInput, PlanOutput, plan};
+pub mod render;
+
+#[cfg(test)]
+mod tests;
