@@ -15,4 +15,6 @@ pub use planner::{PlanInput, PlanOutput, plan};
 pub mod render;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

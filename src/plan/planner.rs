@@ -640,20 +640,12 @@ fn choose_heal(
                     "replace the configuration that failed verification",
                 ));
             }
-            let mut heal = load_heal(
-                desired,
-                spec,
-                obs,
-                Intent::Rollback,
-                steps,
-                lkg.clone(),
-                true,
-                format!(
-                    "{} failed verification {} times: roll back to last-known-good {}",
-                    want.model, cluster.verification.rollback_after, lkg.model
-                ),
-                true,
+            let why = format!(
+                "{} failed verification {} times: roll back to last-known-good {}",
+                want.model, cluster.verification.rollback_after, lkg.model
             );
+            let load = LoadPlan { config: lkg, pinned: true, why, verify: true };
+            let mut heal = load_heal(desired, spec, obs, Intent::Rollback, steps, vec![load]);
             heal.urgency = Urgency::FollowUp;
             return Some(heal);
         }
@@ -699,33 +691,49 @@ fn choose_heal(
                         None => no_remedy(Intent::Load, &config, spec.backend),
                     });
                 }
+                // Every missing resident model in one heal (one episode, one verification
+                // each), in manifest order.
                 let mut steps = Vec::new();
-                let missing_download =
-                    obs.available.as_ref().is_some_and(|a| !a.iter().any(|x| x == &model.name));
-                if missing_download {
-                    steps.push(Step {
-                        action: Action::Pull {
-                            model: model.name.clone(),
-                            deadline_ms: millis(cluster.heal.load_timeout.get()),
-                        },
-                        reason: format!("{} is not downloaded on the node", model.name),
+                let mut loads = Vec::new();
+                for (j, other) in spec.models.iter().enumerate().skip(i) {
+                    let missing = problems.iter().find(|p| {
+                        p.model() == Some(other.name.as_str())
+                            && matches!(
+                                p,
+                                Problem::ResidentMissing { .. } | Problem::NotAvailable { .. }
+                            )
+                    });
+                    let Some(missing) = missing else { continue };
+                    if !spec.is_resident(j) {
+                        continue;
+                    }
+                    if obs.available.as_ref().is_some_and(|a| !a.iter().any(|x| x == &other.name)) {
+                        steps.push(Step {
+                            action: Action::Pull {
+                                model: other.name.clone(),
+                                deadline_ms: millis(cluster.heal.load_timeout.get()),
+                            },
+                            reason: format!("{} is not downloaded on the node", other.name),
+                        });
+                    }
+                    // A failed instance still listed (llama.cpp router) is cleared first.
+                    for inst in obs.instances_of(&other.name) {
+                        steps.push(unload_step(&other.name, &inst.id, "clear the failed instance"));
+                    }
+                    loads.push(LoadPlan {
+                        config: desired_config(
+                            other,
+                            m.context_overrides.get(&other.name).copied(),
+                        ),
+                        pinned: true,
+                        why: missing.to_string(),
+                        verify: true,
                     });
                 }
-                // A failed instance still listed (llama.cpp router) is cleared first.
-                for inst in obs.instances_of(&model.name) {
-                    steps.push(unload_step(&model.name, &inst.id, "clear the failed instance"));
+                if loads.is_empty() {
+                    continue;
                 }
-                return Some(load_heal(
-                    desired,
-                    spec,
-                    obs,
-                    Intent::Load,
-                    steps,
-                    config,
-                    resident,
-                    problem.to_string(),
-                    verify,
-                ));
+                return Some(load_heal(desired, spec, obs, Intent::Load, steps, loads));
             }
             Problem::InstanceFailed { .. }
             | Problem::StuckLoading { .. }
@@ -757,17 +765,8 @@ fn choose_heal(
                     .instances_of(&model.name)
                     .map(|inst| unload_step(&model.name, &inst.id, "unload before loading again"))
                     .collect();
-                let mut heal = load_heal(
-                    desired,
-                    spec,
-                    obs,
-                    Intent::Reload,
-                    steps,
-                    config,
-                    resident,
-                    problem.to_string(),
-                    verify,
-                );
+                let load = LoadPlan { config, pinned: resident, why: problem.to_string(), verify };
+                let mut heal = load_heal(desired, spec, obs, Intent::Reload, steps, vec![load]);
                 heal.urgency = match problem {
                     Problem::SettingsDrift { .. } => Urgency::Drift,
                     Problem::VerificationFailed { .. } => Urgency::FollowUp,
@@ -852,8 +851,13 @@ fn restart_heal(
             }
         }
     }
-    let target = spec.models.first().map(|p| desired_config(p, None));
-    if let Some(t) = &target {
+    // Verify the primary if it must be loaded; an on-demand primary is loaded by its first
+    // request, and the restart is proven by the node answering again.
+    let target =
+        spec.models.first().filter(|_| spec.is_resident(0)).map(|p| desired_config(p, None));
+    if let Some(t) = &target
+        && backend_loads(spec.backend)
+    {
         steps.push(verify_step(desired, &t.model));
     }
     Heal { intent: Intent::Restart, steps, target, blocked: None, urgency: Urgency::Failure }
@@ -884,19 +888,24 @@ fn verify_step(desired: &DesiredState, model: &str) -> Step {
     }
 }
 
-/// `unloads` (already chosen), plus unloads that make room, → settle → load `config` → verify.
-/// Decides the VRAM fit: sum of what stays loaded + the model + headroom ≤ the node's VRAM.
-#[allow(clippy::too_many_arguments)]
+/// One model a heal loads.
+struct LoadPlan {
+    config: ModelConfig,
+    pinned: bool,
+    why: String,
+    verify: bool,
+}
+
+/// `steps` (pulls and unloads already chosen), plus unloads that make room, → settle → load
+/// each model → verify each. Decides the VRAM fit: what stays loaded + the models + headroom ≤
+/// the node's VRAM.
 fn load_heal(
     desired: &DesiredState,
     spec: &NodeSpec,
     obs: &NodeObservation,
     intent: Intent,
     mut steps: Vec<Step>,
-    config: ModelConfig,
-    pinned: bool,
-    why: String,
-    verify: bool,
+    loads: Vec<LoadPlan>,
 ) -> Heal {
     let cluster = &desired.cluster;
     let unloading = |steps: &[Step], id: &str| {
@@ -913,6 +922,7 @@ fn load_heal(
     let holds_vram = |s: InstanceState| {
         matches!(s, InstanceState::Loaded | InstanceState::Loading | InstanceState::Unloading)
     };
+    let loading = |model: &str| loads.iter().any(|l| l.config.model == model);
     let mut used: u64 = obs
         .instances
         .iter()
@@ -920,31 +930,28 @@ fn load_heal(
         .map(|i| size_of(&i.model, i.size))
         .sum();
     let vram = spec.vram.bytes();
-    let need = config.size.saturating_add(cluster.vram.headroom.bytes());
+    let need = loads
+        .iter()
+        .map(|l| l.config.size)
+        .fold(cluster.vram.headroom.bytes(), u64::saturating_add);
+    let names: Vec<&str> = loads.iter().map(|l| l.config.model.as_str()).collect();
     let mut blocked = None;
     if used.saturating_add(need) > vram {
         // Make room: on-demand desired models first, then orphans where pruning allows, the
-        // largest first; never the model being loaded, never a resident model.
+        // largest first; never a model being loaded, never a resident model.
         let prune = desired.prune_mode(spec) != PruneMode::Off;
         let mut victims: Vec<(u64, &str, &str, &str)> = obs
             .instances
             .iter()
-            .filter(|i| holds_vram(i.state) && !unloading(&steps, &i.id) && i.model != config.model)
+            .filter(|i| holds_vram(i.state) && !unloading(&steps, &i.id) && !loading(&i.model))
             .filter_map(|i| {
-                let idx = spec.models.iter().position(|m| m.name == i.model);
-                match idx {
-                    Some(idx) if spec.is_resident(idx) => None,
-                    Some(_) => Some((
-                        size_of(&i.model, i.size),
-                        i.model.as_str(),
-                        i.id.as_str(),
-                        "on-demand",
-                    )),
-                    None if prune => {
-                        Some((size_of(&i.model, i.size), i.model.as_str(), i.id.as_str(), "orphan"))
-                    }
-                    None => None,
-                }
+                let what = match spec.models.iter().position(|m| m.name == i.model) {
+                    Some(idx) if spec.is_resident(idx) => return None,
+                    Some(_) => "on-demand",
+                    None if prune => "orphan",
+                    None => return None,
+                };
+                Some((size_of(&i.model, i.size), i.model.as_str(), i.id.as_str(), what))
             })
             .collect();
         victims.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
@@ -952,11 +959,8 @@ fn load_heal(
             if used.saturating_add(need) <= vram {
                 break;
             }
-            steps.push(unload_step(
-                model,
-                id,
-                &format!("make room for {} ({what} model)", config.model),
-            ));
+            let why = format!("make room for {} ({what} model)", names.join(", "));
+            steps.push(unload_step(model, id, &why));
             used = used.saturating_sub(size);
         }
         if used.saturating_add(need) > vram {
@@ -969,22 +973,18 @@ fn load_heal(
             reason: "let the backend free VRAM before loading".into(),
         });
     }
-    steps.push(Step {
-        action: Action::Load {
-            model: config.model.clone(),
-            settings: config.settings.clone(),
-            pinned,
-            size: config.size,
-            deadline_ms: millis(cluster.heal.load_timeout.get()),
-        },
-        reason: why,
-    });
-    if verify {
-        steps.push(verify_step(desired, &config.model));
+    for l in &loads {
+        steps.push(load_step(desired, &l.config, l.pinned, &l.why));
     }
-    let primary =
-        spec.models.first().is_some_and(|p| p.name == config.model) || intent == Intent::Rollback;
-    Heal { intent, steps, target: primary.then_some(config), blocked, urgency: Urgency::Failure }
+    for l in loads.iter().filter(|l| l.verify) {
+        steps.push(verify_step(desired, &l.config.model));
+    }
+    let primary = spec.models.first().map(|p| p.name.as_str());
+    let target = loads
+        .into_iter()
+        .find(|l| Some(l.config.model.as_str()) == primary || intent == Intent::Rollback)
+        .map(|l| l.config);
+    Heal { intent, steps, target, blocked, urgency: Urgency::Failure }
 }
 
 /// After an interrupted arena: unload the candidate, load the champion, verify, and route to
@@ -1024,17 +1024,9 @@ fn restore_champion(
             urgency: Urgency::Restore,
         };
     }
-    let mut heal = load_heal(
-        desired,
-        spec,
-        obs,
-        Intent::RestoreChampion,
-        steps,
-        champion.clone(),
-        true,
-        format!("restore the champion {}", champion.model),
-        true,
-    );
+    let why = format!("restore the champion {}", champion.model);
+    let load = LoadPlan { config: champion.clone(), pinned: true, why, verify: true };
+    let mut heal = load_heal(desired, spec, obs, Intent::RestoreChampion, steps, vec![load]);
     heal.target = Some(champion);
     heal.urgency = Urgency::Restore;
     heal
