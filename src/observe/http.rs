@@ -424,37 +424,14 @@ pub fn classify_chain(
     mut source: Option<&(dyn StdError + 'static)>,
     phase: Phase,
 ) -> Option<ProbeFailure> {
-    use std::io::ErrorKind;
     while let Some(e) = source {
         if e.is::<rustls::Error>() {
             return Some(ProbeFailure::Tls);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-                return Some(ProbeFailure::Tls);
-            }
-            match io.kind() {
-                ErrorKind::TimedOut => return Some(ProbeFailure::Timeout),
-                ErrorKind::ConnectionRefused => return Some(ProbeFailure::Refused),
-                ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe
-                | ErrorKind::UnexpectedEof => {
-                    return Some(closed(phase));
-                }
-                ErrorKind::InvalidData if io.get_ref().is_some() => {
-                    // rustls surfaces some handshake failures as InvalidData with a message.
-                    let text = io.to_string().to_ascii_lowercase();
-                    if text.contains("tls") || text.contains("certificate") {
-                        return Some(ProbeFailure::Tls);
-                    }
-                }
-                _ => {}
-            }
-            let text = io.to_string();
-            if text.contains("failed to lookup address") || text.contains("Name or service") {
-                return Some(ProbeFailure::Dns);
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(f) = classify_io(io, phase)
+        {
+            return Some(f);
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_timeout() {
@@ -475,6 +452,42 @@ pub fn classify_chain(
             return Some(ProbeFailure::Dns);
         }
         source = e.source();
+    }
+    None
+}
+
+/// Classifies an io::Error, looking through the io::Errors wrapped inside it (hyper-rustls wraps
+/// tokio-rustls's `io::Error(InvalidData, rustls::Error)` in another `io::Error(Other, ..)`, and
+/// an io::Error's `source()` skips its payload, so the chain walk alone never sees the rustls
+/// error).
+fn classify_io(io: &std::io::Error, phase: Phase) -> Option<ProbeFailure> {
+    use std::io::ErrorKind;
+    let mut layer = Some(io);
+    while let Some(io) = layer {
+        let inner = io.get_ref();
+        if inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return Some(ProbeFailure::Tls);
+        }
+        match io.kind() {
+            ErrorKind::TimedOut => return Some(ProbeFailure::Timeout),
+            ErrorKind::ConnectionRefused => return Some(ProbeFailure::Refused),
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => {
+                // tokio-rustls reports a peer that closes mid-handshake as "tls handshake eof".
+                if io.to_string().contains("tls handshake") {
+                    return Some(ProbeFailure::Tls);
+                }
+                return Some(closed(phase));
+            }
+            _ => {}
+        }
+        let text = io.to_string();
+        if text.contains("failed to lookup address") || text.contains("Name or service") {
+            return Some(ProbeFailure::Dns);
+        }
+        layer = inner.and_then(|i| i.downcast_ref::<std::io::Error>());
     }
     None
 }

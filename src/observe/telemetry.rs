@@ -307,11 +307,18 @@ pub async fn run_command(
     let work = async {
         let mut out = Vec::new();
         let mut err = Vec::new();
+        let child_ref = &mut child;
         let read_out = async {
-            match stdout.as_mut() {
+            let r = match stdout.as_mut() {
                 Some(s) => s.take(cap as u64 + 1).read_to_end(&mut out).await.map(|_| ()),
                 None => Ok(()),
+            };
+            if out.len() > cap {
+                // Stop it now: it would block on a full pipe (and keep stderr open) until the
+                // timeout otherwise.
+                let _ = child_ref.start_kill();
             }
+            r
         };
         let read_err = async {
             match stderr.as_mut() {
@@ -365,5 +372,176 @@ fn without_userinfo(url: &str) -> String {
             format!("{scheme}://{host}{path}")
         }
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DCGM: &str = r#"# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).
+# TYPE DCGM_FI_DEV_GPU_TEMP gauge
+DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-9bb57e8e-0000",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1",DCGM_FI_DRIVER_VERSION="550.54.15"} 34
+DCGM_FI_DEV_GPU_TEMP{gpu="1",UUID="GPU-9bb57e8e-0001",device="nvidia1",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1",DCGM_FI_DRIVER_VERSION="550.54.15"} 71
+# HELP DCGM_FI_DEV_FB_FREE Framebuffer memory free (in MiB).
+# TYPE DCGM_FI_DEV_FB_FREE gauge
+DCGM_FI_DEV_FB_FREE{gpu="0",UUID="GPU-9bb57e8e-0000",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1"} 71000
+DCGM_FI_DEV_FB_FREE{gpu="1",UUID="GPU-9bb57e8e-0001",device="nvidia1",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1"} 1000
+# HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).
+# TYPE DCGM_FI_DEV_FB_USED gauge
+DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-9bb57e8e-0000",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1"} 10000
+DCGM_FI_DEV_FB_USED{gpu="1",UUID="GPU-9bb57e8e-0001",device="nvidia1",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1"} 80000
+# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.
+# TYPE DCGM_FI_DEV_XID_ERRORS gauge
+DCGM_FI_DEV_XID_ERRORS{gpu="0",UUID="GPU-9bb57e8e-0000",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1"} 0
+DCGM_FI_DEV_XID_ERRORS{gpu="1",UUID="GPU-9bb57e8e-0001",device="nvidia1",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-1",err_code="79",err_msg="GPU has fallen off the bus"} 79
+"#;
+
+    const NVIDIA_GPU_EXPORTER: &str = r#"# HELP nvidia_smi_temperature_gpu temperature.gpu
+# TYPE nvidia_smi_temperature_gpu gauge
+nvidia_smi_temperature_gpu{uuid="9bb57e8e-0000"} 50
+# HELP nvidia_smi_memory_used_bytes memory.used [MiB]
+# TYPE nvidia_smi_memory_used_bytes gauge
+nvidia_smi_memory_used_bytes{uuid="9bb57e8e-0000"} 1.0053427e+10
+# HELP nvidia_smi_memory_total_bytes memory.total [MiB]
+# TYPE nvidia_smi_memory_total_bytes gauge
+nvidia_smi_memory_total_bytes{uuid="9bb57e8e-0000"} 2.5769803776e+10
+"#;
+
+    const NODE_EXPORTER: &str = r#"# HELP node_memory_SwapFree_bytes Memory information field SwapFree_bytes.
+# TYPE node_memory_SwapFree_bytes gauge
+node_memory_SwapFree_bytes 6.442450944e+09
+# HELP node_memory_SwapTotal_bytes Memory information field SwapTotal_bytes.
+# TYPE node_memory_SwapTotal_bytes gauge
+node_memory_SwapTotal_bytes 8.589934592e+09
+# HELP node_filesystem_avail_bytes Filesystem space available to non-root users in bytes.
+# TYPE node_filesystem_avail_bytes gauge
+node_filesystem_avail_bytes{device="/dev/nvme0n1p2",fstype="ext4",mountpoint="/"} 2.0e+10
+node_filesystem_avail_bytes{device="/dev/nvme1n1",fstype="xfs",mountpoint="/models"} 5.0e+11
+node_filesystem_avail_bytes{device="tmpfs",fstype="tmpfs",mountpoint="/run"} 0
+node_filesystem_avail_bytes{device="overlay",fstype="overlay",mountpoint="/var/lib/docker/overlay2/x/merged"} 1.0e+09
+node_filesystem_avail_bytes{device="/dev/loop3",fstype="squashfs",mountpoint="/snap/core/1"} 0
+node_filesystem_avail_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/ro"} 0
+# HELP node_filesystem_readonly Filesystem read-only status.
+# TYPE node_filesystem_readonly gauge
+node_filesystem_readonly{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/ro"} 1
+node_filesystem_readonly{device="/dev/nvme0n1p2",fstype="ext4",mountpoint="/"} 0
+# HELP node_filesystem_size_bytes Filesystem size in bytes.
+# TYPE node_filesystem_size_bytes gauge
+node_filesystem_size_bytes{device="/dev/nvme0n1p2",fstype="ext4",mountpoint="/"} 1.0e+11
+node_filesystem_size_bytes{device="/dev/nvme1n1",fstype="xfs",mountpoint="/models"} 1.0e+12
+node_filesystem_size_bytes{device="tmpfs",fstype="tmpfs",mountpoint="/run"} 1.0e+09
+node_filesystem_size_bytes{device="overlay",fstype="overlay",mountpoint="/var/lib/docker/overlay2/x/merged"} 1.0e+11
+node_filesystem_size_bytes{device="/dev/loop3",fstype="squashfs",mountpoint="/snap/core/1"} 1.0e+08
+node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/ro"} 1.0e+09
+"#;
+
+    /// dcgm-exporter on two GPUs: the hotter temperature, summed MiB converted to bytes
+    /// (total = used + free), and the last Xid.
+    #[test]
+    fn reads_dcgm_exporter() {
+        let t = from_prometheus(DCGM);
+        assert_eq!(t.gpu_temp_c, Some(71.0));
+        assert_eq!(t.vram_used, Some(90_000 * 1024 * 1024));
+        assert_eq!(t.vram_total, Some(162_000 * 1024 * 1024));
+        assert_eq!(t.xid, Some(79));
+        assert_eq!(t.swap_used, None);
+        assert_eq!(t.disk_used, None);
+    }
+
+    /// nvidia_gpu_exporter reports bytes already.
+    #[test]
+    fn reads_nvidia_gpu_exporter() {
+        let t = from_prometheus(NVIDIA_GPU_EXPORTER);
+        assert_eq!(t.gpu_temp_c, Some(50.0));
+        assert_eq!(t.vram_used, Some(10_053_427_000));
+        assert_eq!(t.vram_total, Some(25_769_803_776));
+        assert_eq!(t.xid, None);
+    }
+
+    /// node_exporter: swap used = total − free; the disk figure is the fullest real, writable
+    /// filesystem (`/` at 80 %), not tmpfs at 100 %, squashfs, an overlay or a read-only mount.
+    #[test]
+    fn reads_node_exporter() {
+        let t = from_prometheus(NODE_EXPORTER);
+        assert_eq!(t.swap_used, Some(2 * 1024 * 1024 * 1024));
+        let disk = t.disk_used.unwrap();
+        assert!((disk - 0.8).abs() < 1e-9, "{disk}");
+        assert_eq!(t.gpu_temp_c, None);
+    }
+
+    /// Sources merge in order: the first that knows a figure gives it.
+    #[test]
+    fn first_source_wins() {
+        let mut t = from_prometheus(NVIDIA_GPU_EXPORTER);
+        merge(&mut t, from_prometheus(DCGM));
+        merge(&mut t, from_prometheus(NODE_EXPORTER));
+        assert_eq!(t.gpu_temp_c, Some(50.0));
+        assert_eq!(t.xid, Some(79));
+        assert!(t.swap_used.is_some() && t.disk_used.is_some());
+    }
+
+    /// nvidia-smi CSV: two GPUs (hottest temperature, summed memory); `[N/A]` fields make the
+    /// figure unknown rather than understated.
+    #[test]
+    fn reads_nvidia_smi_csv() {
+        let t = parse_nvidia_smi("50, 9588, 24576\n61, 1000, 24576\n").unwrap();
+        assert_eq!(t.gpu_temp_c, Some(61.0));
+        assert_eq!(t.vram_used, Some(10_588 * 1024 * 1024));
+        assert_eq!(t.vram_total, Some(49_152 * 1024 * 1024));
+        let t = parse_nvidia_smi("45, [N/A], [N/A]\n47, 100, 200\n").unwrap();
+        assert_eq!(t.gpu_temp_c, Some(47.0));
+        assert_eq!(t.vram_used, None);
+        assert_eq!(t.vram_total, None);
+        let t = parse_nvidia_smi("[Not Supported], 10, 20\n").unwrap();
+        assert_eq!(t.gpu_temp_c, None);
+        assert_eq!(t.vram_used, Some(10 * 1024 * 1024));
+    }
+
+    /// A header line (csv without `noheader`) maps columns by name, units included.
+    #[test]
+    fn reads_nvidia_smi_with_header() {
+        let text = "index, memory.total [MiB], temperature.gpu, memory.used [MiB]\n0, 24576 MiB, 52, 4096 MiB\n";
+        let t = parse_nvidia_smi(text).unwrap();
+        assert_eq!(t.gpu_temp_c, Some(52.0));
+        assert_eq!(t.vram_used, Some(4096 * 1024 * 1024));
+        assert_eq!(t.vram_total, Some(24_576 * 1024 * 1024));
+    }
+
+    /// Output that is not the expected CSV is an error that says why.
+    #[test]
+    fn rejects_unexpected_output() {
+        assert!(parse_nvidia_smi("").unwrap_err().contains("no GPU lines"));
+        assert!(parse_nvidia_smi("NVIDIA-SMI has failed").unwrap_err().contains("unexpected line"));
+        assert!(parse_nvidia_smi("hot, 1, 2").unwrap_err().contains("not a number"));
+    }
+
+    /// Userinfo never reaches an error text.
+    #[test]
+    fn strips_userinfo() {
+        assert_eq!(without_userinfo("http://u:p@h:9100/metrics"), "http://h:9100/metrics");
+        assert_eq!(without_userinfo("http://h:9100"), "http://h:9100");
+    }
+
+    proptest::proptest! {
+        /// Neither parser panics on arbitrary text.
+        #[test]
+        fn parsers_never_panic(text in "\\PC*") {
+            let _ = from_prometheus(&text);
+            let _ = parse_nvidia_smi(&text);
+        }
+
+        /// ... nor on text made of their own vocabulary.
+        #[test]
+        fn parsers_never_panic_on_lookalikes(
+            lines in proptest::collection::vec(
+                "(DCGM_FI_DEV_FB_USED|node_filesystem_avail_bytes|node_filesystem_size_bytes|[0-9., \\[\\]NA/-]|\\{fstype=\"|\"\\}| |e\\+|-Inf|NaN){0,12}",
+                0..8,
+            )
+        ) {
+            let text = lines.join("\n");
+            let _ = from_prometheus(&text);
+            let _ = parse_nvidia_smi(&text);
+        }
     }
 }
