@@ -236,3 +236,67 @@ async fn unresolvable_token_is_reported_by_name() {
     }
     assert_eq!(s.connections(), 0);
 }
+
+/// A line-delimited body (NDJSON, as `/api/pull` streams it) arriving in pieces: whole lines
+/// come out, blank lines are skipped, the last line needs no newline.
+#[tokio::test]
+async fn lines_are_reassembled_across_chunks() {
+    let body = b"{\"status\":\"pulling manifest\"}\n\n{\"status\":\"pulling a\",\"total\":10,\"completed\":5}\r\n{\"status\":\"success\"}";
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body[..7]);
+    let s = serve_always(Behaviour::Trickle {
+        head,
+        body: body[7..].to_vec(),
+        every: Duration::from_millis(1),
+    })
+    .await;
+    let url = s.url();
+    let req = Request { method: Method::Post, url: &url, body: None, auth: None, timeout: SHORT };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = http(1024).send_lines(req, deadline).await.unwrap();
+    assert_eq!(lines.status, 200);
+    let mut got = Vec::new();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        got.push(String::from_utf8(l.to_vec()).unwrap());
+    }
+    assert_eq!(
+        got,
+        [
+            r#"{"status":"pulling manifest"}"#,
+            r#"{"status":"pulling a","total":10,"completed":5}"#,
+            r#"{"status":"success"}"#
+        ]
+    );
+}
+
+/// A stream that stops sending is cut at its deadline; a line longer than the cap is
+/// `TooLarge`.
+#[tokio::test]
+async fn line_streams_have_a_deadline_and_a_cap() {
+    let s = serve_always(Behaviour::Trickle {
+        head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{}\n{}\n\r\n".to_vec(),
+        // Then silence (the connection stays open) for far longer than the deadline.
+        body: vec![b'1'],
+        every: Duration::from_secs(30),
+    })
+    .await;
+    let url = s.url();
+    let req = Request { method: Method::Post, url: &url, body: None, auth: None, timeout: SHORT };
+    let deadline = tokio::time::Instant::now() + SHORT;
+    let mut lines = http(1024).send_lines(req, deadline).await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(lines.next_line().await.unwrap_err(), ProbeFailure::Timeout);
+
+    let long = vec![b'x'; 4096];
+    let s = serve_always(Behaviour::Respond(response(200, "application/x-ndjson", &long))).await;
+    let url = s.url();
+    let req = Request { method: Method::Post, url: &url, body: None, auth: None, timeout: SHORT };
+    let deadline = tokio::time::Instant::now() + SHORT;
+    let mut lines = http(1024).send_lines(req, deadline).await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap_err(), ProbeFailure::TooLarge { cap: 1024 });
+}

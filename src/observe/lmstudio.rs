@@ -459,6 +459,36 @@ mod tests {
         assert!(!same_model("a:b", "a"));
     }
 
+    /// Load errors are classified: out of memory (retry with less context), unknown model,
+    /// a server too old for REST loads, anything else rejected.
+    #[test]
+    fn load_errors_are_classified() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = crate::observe::Http::new(&Default::default()).unwrap();
+        let lms = LmStudio::new(
+            Endpoint::new(&http, "http://127.0.0.1:1", None, Duration::from_secs(1)),
+            names(),
+        );
+        let oom = reply(
+            500,
+            r#"{"error":{"type":"internal_error","message":"Failed to load model: not enough memory (requires 18 GB)"}}"#,
+        );
+        assert!(lms.load_error("m", &oom).is_out_of_memory());
+        let missing =
+            reply(400, r#"{"error":{"type":"model_not_found","message":"Model 'm' not found"}}"#);
+        assert!(matches!(lms.load_error("m", &missing), DriverError::ModelNotFound { .. }));
+        let old =
+            reply(404, r#"{"error":"Unexpected endpoint or method. (POST /api/v1/models/load)"}"#);
+        assert!(matches!(lms.load_error("m", &old), DriverError::Unsupported { .. }));
+        let flat = reply(404, r#"{"error":"Model 'wrong-model-name' not found"}"#);
+        assert!(matches!(lms.load_error("m", &flat), DriverError::ModelNotFound { .. }));
+        let other = reply(400, r#"{"error":{"type":"invalid_request","message":"bad"}}"#);
+        match lms.load_error("m", &other) {
+            DriverError::Rejected { status: 400, message, .. } => assert_eq!(message, "bad"),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
     /// A listing that is not LM Studio's shape is malformed, not a crash.
     #[test]
     fn wrong_shape_is_malformed() {

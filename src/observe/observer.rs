@@ -197,6 +197,7 @@ async fn observe_node_gated(
         first.telemetry = telemetry;
         return first;
     }
+    tracing::debug!(node = name, reach = ?first.reach, "probe failed; retrying once after the retry delay");
     tokio::time::sleep(desired.cluster.probe.retry_delay.get()).await;
     let mut second = {
         let _permit = acquire(permits).await;
@@ -204,6 +205,7 @@ async fn observe_node_gated(
     };
     second.failed_attempts = if attempt_failed(name, spec, &second, overrides) { 2 } else { 0 };
     second.telemetry = telemetry;
+    tracing::debug!(node = name, reach = ?second.reach, failed_attempts = second.failed_attempts, "retry done");
     second
 }
 

@@ -583,6 +583,21 @@ mod tests {
         assert!(same_model("host:5000/ns/m", "host:5000/ns/m:latest"));
     }
 
+    proptest::proptest! {
+        /// The date parsers never panic on arbitrary text.
+        #[test]
+        fn date_parsers_never_panic(text in "\\PC{0,40}") {
+            let _ = parse_rfc3339_ms(&text);
+            let _ = parse_http_date(&text);
+        }
+
+        /// ... nor on text shaped like a date.
+        #[test]
+        fn date_parsers_never_panic_on_lookalikes(text in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:]{8}(\\.[0-9]{0,12})?(Z|[+-][0-9]{2}:[0-9]{2}|é|)") {
+            let _ = parse_rfc3339_ms(&text);
+        }
+    }
+
     /// RFC 3339 and HTTP dates parse to the same instant; malformed ones are rejected.
     #[test]
     fn dates() {
