@@ -1,1 +1,3 @@
-//! See ARCHITECTURE.md.
+//! Act: the executor that carries out a plan against the nodes, and the command runner.
+
+pub mod command;
