@@ -1,4 +1,37 @@
-//! Observe: one driver per backend, telemetry and service probes, turning the answers of the
-//! cluster into an `Observation` (see `snapshot`).
+//! Observe: turn the answers of the cluster into an `Observation` (see `snapshot`, the pure data
+//! the planner reads).
+//!
+//! Layers, bottom up:
+//! - `http`: the one HTTP layer (total deadline per request, body cap, failure classification,
+//!   no redirects, tokens only in headers).
+//! - `lmstudio`, `ollama`, `openai` (vLLM and any OpenAI-compatible server), `llamacpp`: one full
+//!   client per backend, read side (observe) and write side (load, unload, chat, pull) together,
+//!   so the executor reuses them; `driver::NodeClient` is the common face.
+//! - `prometheus` (text-format parser) and `telemetry` (exporters and `nvidia-smi` commands).
+//! - `service`: the HTTP probe of plain services.
+//! - `observer`: all nodes and services concurrently (bounded), each request with its node's
+//!   timeout, a failed attempt retried once after the retry delay.
+//!
+//! Architecture invariant: only this module (and the executor through `driver`) knows the
+//! inference servers' HTTP APIs; the planner sees `snapshot` types only.
 
+pub mod driver;
+pub mod http;
+pub mod llamacpp;
+pub mod lmstudio;
+pub mod observer;
+pub mod ollama;
+pub mod openai;
+pub mod prometheus;
+pub mod service;
 pub mod snapshot;
+pub mod telemetry;
+
+pub use driver::{
+    ChatReply, DriverError, Endpoint, KeepAlive, LoadOutcome, LoadSettings, NodeClient,
+    PullProgress,
+};
+pub use http::{Http, HttpConfig};
+pub use observer::{
+    ContextOverride, no_override, observe_all, observe_node, observe_node_once, observe_service,
+};
