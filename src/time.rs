@@ -97,3 +97,57 @@ mod tests {
         assert_eq!(Timestamp(5) + Duration::from_millis(5), Timestamp(10));
     }
 }
+
+/// Where `now` comes from. Only the binary's edges (daemon, `--once`, `diff`) read the clock;
+/// everything below them receives a `Timestamp`.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Wall-clock time anchored once, then advanced by the monotonic clock: a wall-clock jump while
+/// homeostat runs neither opens nor closes breakers, nor skips cool-downs. Remembered times stay
+/// comparable with the next run's (both are Unix milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    anchor_wall: Timestamp,
+    anchor: std::time::Instant,
+}
+
+impl MonotonicClock {
+    pub fn start() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        MonotonicClock { anchor_wall: Timestamp(wall), anchor: std::time::Instant::now() }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Timestamp {
+        self.anchor_wall + self.anchor.elapsed()
+    }
+}
+
+/// A clock a test moves by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn at(t: Timestamp) -> Self {
+        ManualClock(std::sync::atomic::AtomicU64::new(t.0))
+    }
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
