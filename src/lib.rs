@@ -28,6 +28,7 @@ pub mod act;
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod command;
 pub mod daemon;
 pub mod desired;
 pub mod health;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::command;
 use super::verify::{VerifyReport, verify_model};
+use crate::command;
 use crate::desired::{DesiredState, NodeSpec, ServiceSpec};
 use crate::observe::driver::{self, DriverError, NodeClient};
 use crate::observe::http::Http;
@@ -341,9 +341,10 @@ async fn run_node_step(
             }
         }
         Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-            let out = command::run(command, Duration::from_millis(*timeout_ms))
-                .await
-                .map_err(|e| crate::cli::chain(&e))?;
+            let out =
+                command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
+                    .await
+                    .map_err(|e| crate::cli::chain(&e))?;
             if !out.success() {
                 return Err(format!("restart command exited with {:?}: {}", out.code, out.tail()));
             }
@@ -530,7 +531,9 @@ async fn execute_service(
         let started = ctx.clock.now();
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-                match command::run(command, Duration::from_millis(*timeout_ms)).await {
+                match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
+                    .await
+                {
                     Err(e) => Err(crate::cli::chain(&e)),
                     Ok(out) if !out.success() => {
                         Err(format!("restart command exited with {:?}: {}", out.code, out.tail()))

@@ -1,7 +1,6 @@
 //! Act: the executor that carries out a plan against the nodes (`executor`), post-heal
-//! verification (`verify`), and the argv command runner (`command`).
+//! verification (`verify`). Commands run through `crate::command`.
 
-pub mod command;
 pub mod executor;
 pub mod verify;
 

@@ -20,10 +20,7 @@
 //! it is killed when it overruns.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::io::AsyncReadExt;
 
 use crate::desired::TelemetrySource;
 use crate::observe::http::{self, Http};
@@ -72,33 +69,7 @@ const PSEUDO_FS: &[&str] = &[
     "tracefs",
 ];
 
-/// Why a telemetry command gave nothing usable. Never contains a secret (the command comes
-/// from the manifest; its stderr is capped).
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("the command is empty")]
-    Empty,
-    #[error("cannot start {program}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} did not finish within {}", crate::desired::Dur(*after))]
-    TimedOut { program: String, after: Duration },
-    #[error("{program} exited with {status}: {stderr}")]
-    Failed { program: String, status: String, stderr: String },
-    #[error("{program} printed more than {cap} bytes")]
-    TooLarge { program: String, cap: usize },
-    #[error("{program} printed text that is not UTF-8")]
-    NotUtf8 { program: String },
-    #[error("cannot read the output of {program}")]
-    Io {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use crate::command::{CommandError, output as run_command};
 
 /// Reads every source of a node's telemetry concurrently, each within `timeout`.
 pub async fn read(source: &TelemetrySource, http: &Http, timeout: Duration) -> Telemetry {
@@ -284,80 +255,6 @@ fn parse_field(f: &str) -> Result<Option<f64>, String> {
         .parse::<f64>()
         .map(|v| v.is_finite().then_some(v))
         .map_err(|_| format!("not a number: {:?}", http::truncate(f, 40)))
-}
-
-/// Runs `argv` (no shell), returns its stdout. Killed after `timeout`, or as soon as it prints
-/// more than `cap` bytes. A non-zero exit is an error carrying the first line of stderr.
-pub async fn run_command(
-    argv: &[String],
-    timeout: Duration,
-    cap: usize,
-) -> Result<String, CommandError> {
-    let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let work = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let child_ref = &mut child;
-        let read_out = async {
-            let r = match stdout.as_mut() {
-                Some(s) => s.take(cap as u64 + 1).read_to_end(&mut out).await.map(|_| ()),
-                None => Ok(()),
-            };
-            if out.len() > cap {
-                // Stop it now: it would block on a full pipe (and keep stderr open) until the
-                // timeout otherwise.
-                let _ = child_ref.start_kill();
-            }
-            r
-        };
-        let read_err = async {
-            match stderr.as_mut() {
-                Some(s) => s.take(4096).read_to_end(&mut err).await.map(|_| ()),
-                None => Ok(()),
-            }
-        };
-        let (a, b) = tokio::join!(read_out, read_err);
-        a.and(b).map_err(|source| CommandError::Io { program: program.clone(), source })?;
-        if out.len() > cap {
-            return Err(CommandError::TooLarge { program: program.clone(), cap });
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(|source| CommandError::Io { program: program.clone(), source })?;
-        Ok((status, out, err))
-    };
-    let (status, out, err) = match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r?,
-        Err(_) => {
-            // `kill_on_drop` also covers this, but kill now rather than whenever the drop runs.
-            let _ = child.start_kill();
-            return Err(CommandError::TimedOut { program: program.clone(), after: timeout });
-        }
-    };
-    if !status.success() {
-        let first = String::from_utf8_lossy(&err).lines().next().unwrap_or("").trim().to_owned();
-        let status = match status.code() {
-            Some(c) => format!("status {c}"),
-            None => "a signal".to_owned(),
-        };
-        return Err(CommandError::Failed {
-            program: program.clone(),
-            status,
-            stderr: http::truncate(&first, 200),
-        });
-    }
-    String::from_utf8(out).map_err(|_| CommandError::NotUtf8 { program: program.clone() })
 }
 
 /// A URL without `user:password@` (exporter URLs should carry none; never print one anyway).
