@@ -18,6 +18,9 @@ pub(crate) struct Findings {
     pub diagnostics: Vec<Diagnostic>,
     /// Paths (and everything below them) already reported.
     pub handled: Vec<Vec<Seg>>,
+    /// Mappings where a literal secret was refused: their "missing field" errors (the missing
+    /// reference) are implied by the refusal and its hint, so they are not repeated.
+    pub refused_in: Vec<Vec<Seg>>,
 }
 
 /// Key names that mean "a secret is written here" (compared lower-case without `-`/`_`).
@@ -67,7 +70,11 @@ fn normalize(key: &str) -> String {
 fn right_form(kind: Kind, path: &[Seg]) -> &'static str {
     let under = |k: &str| path.iter().any(|s| matches!(s, Seg::Key(x) if x == k));
     match kind {
-        Kind::Node => {
+        _ if under("metadata") => {
+            "secrets never live in manifests, not even in labels: keep it in an environment \
+             variable or a file"
+        }
+        Kind::Node if !under("telemetry") => {
             "reference it instead: `auth: { bearerTokenFrom: { env: NAME } }` \
              (or `{ file: /path/to/token }`)"
         }
@@ -77,6 +84,14 @@ fn right_form(kind: Kind, path: &[Seg]) -> &'static str {
         Kind::Notifier => {
             "webhook URLs and bot tokens are secrets; reference the URL instead: \
              `urlFrom: { env: NAME }` (or `{ file: /path/to/url }`)"
+        }
+        Kind::Node if under("telemetry") => {
+            "exporter URLs carry no credentials: scrape an exporter that answers without them \
+             (bind it to the LAN or put it behind the node's firewall)"
+        }
+        Kind::Service => {
+            "health probes send no credentials: probe an endpoint that answers without them \
+             (most `/health` endpoints do)"
         }
         Kind::Cluster if under("api") => {
             "reference it instead: `api: { tokenFrom: { env: NAME } }` (or `{ file: /path/to/token }`)"
@@ -120,6 +135,9 @@ impl Check<'_> {
 
     fn refuse_literal(&mut self, path: Vec<Seg>) {
         let hint = right_form(self.kind, &path).to_owned();
+        if let Some((_, parent)) = path.split_last() {
+            self.found.refused_in.push(parent.to_vec());
+        }
         self.refuse(
             path,
             "literal secret refused: secrets never live in manifests (value not shown)".to_owned(),
@@ -144,6 +162,7 @@ impl Check<'_> {
                 for key in ["url", "webhook", "webhookUrl"] {
                     let path = spec(key);
                     if root.at(&path).is_some_and(|n| n.scalar().is_some()) {
+                        self.found.refused_in.push(vec![Seg::from("spec")]);
                         self.refuse(
                             path,
                             format!("`{key}` is not accepted: a webhook URL embeds its secret (value not shown)"),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::DesiredState;
-use super::diagnostic::{Diagnostic, Diagnostics};
+use super::diagnostic::{Diagnostic, Diagnostics, Mark};
 use super::types::Kind;
 use super::validate::{Source, compile};
 
@@ -110,19 +110,23 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         match std::str::from_utf8(bytes) {
             Ok(t) => texts.push((display, t.to_owned())),
-            Err(e) => problems.push(
-                Diagnostic::error(
-                    display.as_str(),
-                    format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
-                )
-                .hint("save the file as UTF-8"),
-            ),
+            Err(e) => {
+                let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+                let line = valid.matches('\n').count() + 1;
+                let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+                problems.push(
+                    Diagnostic::error(display.as_str(), "not valid UTF-8")
+                        .at(Some(Mark { line, column }))
+                        .hint("save the file as UTF-8"),
+                );
+            }
         }
     }
     let sources: Vec<Source<'_>> =
         texts.iter().map(|(d, t)| Source { display: d, text: t }).collect();
     let hash = hash(raw.iter().map(|(rel, _, bytes)| (rel.as_str(), bytes.as_slice())));
-    finish(compile(&sources, &set), problems, raw.len(), hash)
+    let unreadable = problems.iter().filter(|d| d.is_error()).count();
+    finish(compile(&sources, &set, unreadable), problems, raw.len(), hash)
 }
 
 /// Validates one in-memory file named `<inline>` (tests and tools build a `DesiredState` from a
@@ -131,7 +135,7 @@ pub fn from_yaml_str(text: &str) -> Result<DesiredState, Diagnostics> {
     const NAME: &str = "<inline>";
     let sources = [Source { display: NAME, text }];
     let hash = hash([(NAME, text.as_bytes())]);
-    finish(compile(&sources, NAME), Vec::new(), 1, hash).map(|l| l.state)
+    finish(compile(&sources, NAME, 0), Vec::new(), 1, hash).map(|l| l.state)
 }
 
 fn finish(

@@ -185,16 +185,18 @@ pub(crate) fn compiled(kind: Kind) -> &'static Compiled {
 }
 
 /// Checks one document (`json`, converted from `root`) against its kind's schema. Errors under a
-/// path in `handled` were already reported by an earlier layer and are skipped.
+/// path in `handled` were already reported by an earlier layer and are skipped, and so are
+/// missing fields of the objects in `quiet_required`.
 pub(crate) fn check(
     kind: Kind,
     root: &Node,
     json: &Value,
     file: &str,
     handled: &[Vec<Seg>],
+    quiet_required: &[Vec<Seg>],
 ) -> Vec<Diagnostic> {
     let c = compiled(kind);
-    let cx = Cx { schema: &c.schema, root, file, handled };
+    let cx = Cx { schema: &c.schema, root, file, handled, quiet_required };
     let mut out = Vec::new();
     for e in c.validator.iter_errors(json) {
         cx.explain(&e, &mut out, 0);
@@ -207,6 +209,8 @@ struct Cx<'a> {
     root: &'a Node,
     file: &'a str,
     handled: &'a [Vec<Seg>],
+    /// Objects whose missing fields are not reported (an earlier layer explained why).
+    quiet_required: &'a [Vec<Seg>],
 }
 
 fn segs(loc: &jsonschema::paths::Location) -> Vec<Seg> {
@@ -281,6 +285,10 @@ fn last_key(path: &[Seg]) -> Option<&str> {
     })
 }
 
+/// Definitions of the unit types, whose descriptions say what a value looks like.
+const UNIT_DEFS: [&str; 4] =
+    ["/$defs/Duration", "/$defs/Size", "/$defs/Celsius", "/$defs/Fraction"];
+
 const ARGV_HINT: &str = "commands run as argv without a shell: write a list such as \
                          `command: [systemctl, restart, lmstudio]`";
 
@@ -347,6 +355,7 @@ impl Cx<'_> {
                     out.push(self.at_key(&p, format!("unknown field `{shown}`")).maybe_hint(hint));
                 }
             }
+            ValidationErrorKind::Required { .. } if self.quiet_required.contains(&path) => {}
             ValidationErrorKind::Required { property } => {
                 let name = property.as_str().unwrap_or_default().to_owned();
                 let description = self
@@ -377,7 +386,12 @@ impl Cx<'_> {
                     TypeKind::Multiple(set) => set.iter().map(|t| type_name(t.as_str())).collect(),
                 };
                 let found = self.root.at(&path).map_or("nothing", Node::describe);
-                let expected = expected.join(" or ");
+                // The unit types say what they look like ("a size such as 46GiB or 512MB").
+                let unit = parent(schema_path);
+                let expected = match self.schema.pointer(unit).and_then(|u| u.get("description")) {
+                    Some(Value::String(d)) if UNIT_DEFS.contains(&unit) => d.clone(),
+                    _ => expected.join(" or "),
+                };
                 let hint = if expected == "a list" && last_key(&path) == Some("command") {
                     Some(ARGV_HINT.to_owned())
                 } else if expected == "a string"

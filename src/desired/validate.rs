@@ -104,7 +104,13 @@ struct Typed<'d, 'a> {
 
 /// Validates a set of files; `set` names the whole set (the directory) in diagnostics that
 /// belong to no file.
-pub(crate) fn compile(sources: &[Source<'_>], set: &str) -> Result<Compiled, Vec<Diagnostic>> {
+/// `unreadable` counts the files the loader found but could not read (already reported): with
+/// any, an empty set is not reported again as "no manifests".
+pub(crate) fn compile(
+    sources: &[Source<'_>],
+    set: &str,
+    unreadable: usize,
+) -> Result<Compiled, Vec<Diagnostic>> {
     let mut diags: Vec<Diagnostic> = Vec::new();
 
     // Layer 1: YAML.
@@ -140,7 +146,12 @@ pub(crate) fn compile(sources: &[Source<'_>], set: &str) -> Result<Compiled, Vec
             );
         }
     }
-    if document_count == 0 && sources.iter().zip(&parsed).all(|(_, f)| f.syntax_errors.is_empty()) {
+    if document_count == 0
+        && unreadable == 0
+        && parsed
+            .iter()
+            .all(|f| f.syntax_errors.is_empty() && f.docs.iter().all(|d| d.problems.is_empty()))
+    {
         let message = if sources.is_empty() {
             "no manifests found: expected *.yaml or *.yml files".to_owned()
         } else {
@@ -159,8 +170,9 @@ pub(crate) fn compile(sources: &[Source<'_>], set: &str) -> Result<Compiled, Vec
         // The header layer reported these already.
         handled.push(vec![Seg::from("apiVersion")]);
         handled.push(vec![Seg::from("kind")]);
+        let json = doc.root.to_json();
         let schema_errors =
-            super::schema::check(doc.kind, doc.root, &doc.root.to_json(), doc.file, &handled);
+            super::schema::check(doc.kind, doc.root, &json, doc.file, &handled, &found.refused_in);
         if !found.diagnostics.is_empty() || !schema_errors.is_empty() {
             doc.clean = false;
         }
@@ -568,8 +580,9 @@ fn check_suite(doc: &Doc<'_>, s: &SuiteSpec, diags: &mut Vec<Diagnostic>) {
         match &t.check {
             Check::Regex(re) => {
                 if let Err(e) = regex::Regex::new(re) {
-                    let first_line =
-                        e.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                    let text = e.to_string();
+                    let last = text.lines().last().unwrap_or_default().trim();
+                    let first_line = last.strip_prefix("error: ").unwrap_or(last).to_owned();
                     diags.push(
                         doc.error(
                             p!["spec", "tasks", i, "check", "regex"],
@@ -670,7 +683,53 @@ fn check_across(docs: &[Doc<'_>], typed: &[Typed<'_, '_>], diags: &mut Vec<Diagn
         }
     }
 
-    // Names declared by every document (even broken ones), for references.
+    check_references(docs, diags);
+
+    // The cluster's headroom for the VRAM check: the declared one, the default when no Cluster
+    // is declared, none (skip) when the Cluster document itself is broken.
+    let headroom = match first_cluster {
+        None => Some(defaults::VRAM_HEADROOM),
+        Some(_) => typed.iter().find_map(|t| match &t.spec {
+            Spec::Cluster(c) => Some(c.vram.headroom),
+            _ => None,
+        }),
+    };
+    for t in typed {
+        match &t.spec {
+            Spec::Node(n) => {
+                if let Some(h) = headroom {
+                    check_fit(t.doc, n, h, diags);
+                }
+            }
+            Spec::Routing(r) => {
+                for (cat, targets) in &r.categories {
+                    for (i, target) in targets.iter().enumerate() {
+                        if !(target.weight.is_finite() && target.weight > 0.0) {
+                            diags.push(t.doc.error(
+                                p!["spec", "categories", cat.as_str(), i, "weight"],
+                                "weight must be greater than 0",
+                            ));
+                        }
+                    }
+                }
+                for (i, remote) in r.remotes.iter().enumerate() {
+                    if !(remote.weight.is_finite() && remote.weight > 0.0) {
+                        diags.push(t.doc.error(
+                            p!["spec", "remotes", i, "weight"],
+                            "weight must be greater than 0",
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// References between documents, read from the YAML trees of every document (even ones with
+/// other errors), so one validation run reports them all: routes name nodes, remotes name
+/// categories, suites exist; categories and remotes are declared once.
+fn check_references(docs: &[Doc<'_>], diags: &mut Vec<Diagnostic>) {
     let names = |kind: Kind| -> BTreeSet<&str> {
         docs.iter().filter(|d| d.kind == kind).filter_map(|d| d.name).collect()
     };
@@ -678,7 +737,8 @@ fn check_across(docs: &[Doc<'_>], typed: &[Typed<'_, '_>], diags: &mut Vec<Diagn
     let mut suites = names(Kind::BenchmarkSuite);
     suites.insert(defaults::BUILTIN_SUITE);
 
-    let suite_ref = |doc: &Doc<'_>, path: &[Seg], name: &str, diags: &mut Vec<Diagnostic>| {
+    let suite_ref = |doc: &Doc<'_>, path: &[Seg], diags: &mut Vec<Diagnostic>| {
+        let Some(name) = doc.root.at(path).and_then(Node::as_str) else { return };
         if !suites.contains(name) {
             let hint = match did_you_mean(name, suites.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
@@ -693,37 +753,17 @@ fn check_across(docs: &[Doc<'_>], typed: &[Typed<'_, '_>], diags: &mut Vec<Diagn
         }
     };
 
-    // The cluster's headroom for the VRAM check: the declared one, the default when no Cluster
-    // is declared, none (skip) when the Cluster document itself is broken.
-    let mut headroom = Some(defaults::VRAM_HEADROOM);
-    if first_cluster.is_some() {
-        headroom = typed.iter().find_map(|t| match &t.spec {
-            Spec::Cluster(c) => Some(c.vram.headroom),
-            _ => None,
-        });
-    }
-
     let mut categories: BTreeMap<&str, &Doc<'_>> = BTreeMap::new();
     let mut remotes: BTreeMap<&str, &Doc<'_>> = BTreeMap::new();
-    for t in typed {
-        let doc = t.doc;
-        match &t.spec {
-            Spec::Cluster(c) => {
-                if let Some(s) = &c.verification.suite {
-                    suite_ref(doc, p!["spec", "verification", "suite"], s, diags);
-                }
-            }
-            Spec::Node(n) => {
-                if let Some(s) = n.benchmark.as_ref().and_then(|b| b.suite.as_deref()) {
-                    suite_ref(doc, p!["spec", "benchmark", "suite"], s, diags);
-                }
-                if let Some(h) = headroom {
-                    check_fit(doc, n, h, diags);
-                }
-            }
-            Spec::Routing(r) => {
-                for (cat, targets) in &r.categories {
-                    let cat_path = p!["spec", "categories", cat.as_str()];
+    for doc in docs {
+        match doc.kind {
+            Kind::Cluster => suite_ref(doc, p!["spec", "verification", "suite"], diags),
+            Kind::Node => suite_ref(doc, p!["spec", "benchmark", "suite"], diags),
+            Kind::Routing => {
+                let cats = doc.root.at(p!["spec", "categories"]).map_or(&[][..], Node::entries);
+                for entry in cats {
+                    let cat = entry.key.as_str();
+                    let cat_path = p!["spec", "categories", cat];
                     if let Some(first) = categories.insert(cat, doc) {
                         let m = first.root.key_mark(cat_path);
                         diags.push(doc.error_at_key(
@@ -738,97 +778,96 @@ fn check_across(docs: &[Doc<'_>], typed: &[Typed<'_, '_>], diags: &mut Vec<Diagn
                         ));
                     }
                     let mut in_category: BTreeSet<&str> = BTreeSet::new();
-                    for (i, target) in targets.iter().enumerate() {
-                        let path = p!["spec", "categories", cat.as_str(), i, "node"];
-                        if !nodes.contains(target.node.as_str()) {
-                            let hint = match did_you_mean(&target.node, nodes.iter().copied()) {
+                    for (i, target) in entry.value.items().iter().enumerate() {
+                        let Some(node) = target.get("node").and_then(Node::as_str) else {
+                            continue;
+                        };
+                        let path = p!["spec", "categories", cat, i, "node"];
+                        if !nodes.contains(node) {
+                            let hint = match did_you_mean(node, nodes.iter().copied()) {
                                 Some(s) => format!("did you mean `{s}`?"),
                                 None => "declare it with `kind: Node`".to_owned(),
                             };
                             diags.push(
                                 doc.error(
                                     path,
-                                    format!("routes to unknown Node `{}`", printable(&target.node)),
+                                    format!("routes to unknown Node `{}`", printable(node)),
                                 )
                                 .hint(hint),
                             );
                         }
-                        if !in_category.insert(target.node.as_str()) {
+                        if !in_category.insert(node) {
                             diags.push(doc.error(
                                 path,
                                 format!(
                                     "Node `{}` is listed twice in category `{}`",
-                                    printable(&target.node),
+                                    printable(node),
                                     printable(cat)
                                 ),
                             ));
                         }
-                        if !(target.weight.is_finite() && target.weight > 0.0) {
-                            diags.push(doc.error(
-                                p!["spec", "categories", cat.as_str(), i, "weight"],
-                                "weight must be greater than 0",
-                            ));
-                        }
                     }
                 }
-                for (i, remote) in r.remotes.iter().enumerate() {
-                    if let Some(first) = remotes.insert(remote.name.as_str(), doc) {
-                        let _ = first;
+                let list = doc.root.at(p!["spec", "remotes"]).map_or(&[][..], Node::items);
+                for (i, remote) in list.iter().enumerate() {
+                    let Some(name) = remote.get("name").and_then(Node::as_str) else { continue };
+                    if let Some(first) = remotes.insert(name, doc) {
+                        let m = first.root.mark;
                         diags.push(doc.error(
                             p!["spec", "remotes", i, "name"],
-                            format!("remote `{}` is declared twice", printable(&remote.name)),
+                            format!(
+                                "remote `{}` is declared twice (also in the Routing at {}:{})",
+                                printable(name),
+                                first.file,
+                                m.line
+                            ),
                         ));
-                    }
-                    if !(remote.weight.is_finite() && remote.weight > 0.0) {
-                        diags.push(doc.error(
-                            p!["spec", "remotes", i, "weight"],
-                            "weight must be greater than 0",
-                        ));
-                    }
-                    if remote.name.trim().is_empty() {
-                        diags
-                            .push(doc.error(p!["spec", "remotes", i, "name"], "must not be empty"));
                     }
                 }
             }
             _ => {}
         }
     }
-    // Remote categories must exist, and every category needs somewhere to go.
-    for t in typed {
-        let Spec::Routing(r) = &t.spec else { continue };
-        for (i, remote) in r.remotes.iter().enumerate() {
-            for (j, cat) in remote.categories.iter().flatten().enumerate() {
-                if !categories.contains_key(cat.as_str()) {
-                    let hint = match did_you_mean(cat, categories.keys().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => "a remote serves categories listed under `categories`".to_owned(),
-                    };
-                    diags.push(
-                        t.doc
-                            .error(
-                                p!["spec", "remotes", i, "categories", j],
-                                format!("unknown category `{}`", printable(cat)),
-                            )
-                            .hint(hint),
-                    );
+
+    // Remotes serve declared categories; every category has somewhere to go.
+    let mut served_remotely_all = false;
+    let mut served_remotely: BTreeSet<&str> = BTreeSet::new();
+    for doc in docs.iter().filter(|d| d.kind == Kind::Routing) {
+        let list = doc.root.at(p!["spec", "remotes"]).map_or(&[][..], Node::items);
+        for (i, remote) in list.iter().enumerate() {
+            match remote.get("categories") {
+                None => served_remotely_all = true,
+                Some(cats) => {
+                    for (j, c) in cats.items().iter().enumerate() {
+                        let Some(cat) = c.as_str() else { continue };
+                        served_remotely.insert(cat);
+                        if !categories.contains_key(cat) {
+                            let hint = match did_you_mean(cat, categories.keys().copied()) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "a remote serves categories listed under `categories`"
+                                    .to_owned(),
+                            };
+                            diags.push(
+                                doc.error(
+                                    p!["spec", "remotes", i, "categories", j],
+                                    format!("unknown category `{}`", printable(cat)),
+                                )
+                                .hint(hint),
+                            );
+                        }
+                    }
                 }
             }
         }
-        for (cat, targets) in &r.categories {
-            let served_remotely = typed.iter().any(|t| match &t.spec {
-                Spec::Routing(r) => r
-                    .remotes
-                    .iter()
-                    .any(|rm| rm.categories.as_ref().is_none_or(|c| c.iter().any(|c| c == cat))),
-                _ => false,
-            });
-            if targets.is_empty() && !served_remotely {
-                diags.push(t.doc.warning(
-                    p!["spec", "categories", cat.as_str()],
-                    format!("category `{}` has no nodes and no remote serves it", printable(cat)),
-                ));
-            }
+    }
+    for (cat, doc) in &categories {
+        let path = p!["spec", "categories", *cat];
+        let empty = doc.root.at(path).is_some_and(|n| n.items().is_empty());
+        if empty && !served_remotely_all && !served_remotely.contains(cat) {
+            diags.push(doc.warning(
+                path,
+                format!("category `{}` has no nodes and no remote serves it", printable(cat)),
+            ));
         }
     }
 }
