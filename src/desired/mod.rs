@@ -5,13 +5,21 @@
 //! The YAML is the source of truth; nothing here writes to it.
 
 pub mod defaults;
+pub mod diagnostic;
+mod hygiene;
+mod load;
+pub mod schema;
 pub mod types;
 pub mod units;
+mod validate;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub use diagnostic::{Diagnostic, Diagnostics, Level};
+pub use load::{Loaded, Summary, from_yaml_str, load_dir};
 pub use types::*;
 pub use units::{ByteSize, Celsius, Dur, Fraction};
 

@@ -16,6 +16,10 @@ use super::units::{ByteSize, Celsius, Dur, Fraction};
 /// Every document's `apiVersion`.
 pub const API_VERSION: &str = "homeostat.dev/v1";
 
+/// What `metadata.name` may be: lower-case letters, digits, `-`, `_`, `.`, starting and ending
+/// with a letter or digit (at most 63 characters), so names are safe in paths, labels and URLs.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$";
+
 /// The kinds of document homeostat understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
@@ -64,6 +68,7 @@ impl std::fmt::Display for Kind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
     /// Unique among the documents of the same kind. Lower-case letters, digits, `-`, `_`, `.`.
+    #[schemars(pattern(NAME_PATTERN), length(max = 63))]
     pub name: String,
     /// Free-form labels, e.g. `role: primary`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -153,6 +158,7 @@ pub struct ProbePolicy {
     /// that health endpoints miss).
     pub canary: bool,
     /// How many nodes are probed at once.
+    #[schemars(range(min = 1))]
     pub concurrency: u32,
 }
 
@@ -173,10 +179,12 @@ impl Default for ProbePolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HealPolicy {
     /// Consecutive failed observations before a node is healed.
+    #[schemars(range(min = 1))]
     pub failure_threshold: u32,
     /// Wait this long after detection before touching a node (requests may be in flight).
     pub action_delay: Dur,
     /// Heal attempts before the node is marked offline and traffic fails over.
+    #[schemars(range(min = 1))]
     pub max_attempts: u32,
     /// Wait between unload and load so the backend frees VRAM.
     pub unload_settle: Dur,
@@ -239,6 +247,7 @@ impl Default for VerificationPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct BreakerPolicy {
     /// Consecutive failed heals that open the breaker.
+    #[schemars(range(min = 1))]
     pub failure_threshold: u32,
     /// How long an open breaker stays open before one half-open trial.
     pub cool_down: Dur,
@@ -376,6 +385,7 @@ impl Default for HeartbeatPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct HistoryPolicy {
     /// Runs kept per node.
+    #[schemars(range(min = 1))]
     pub keep: u32,
     /// A composite score down more than this on two consecutive runs of the same type is a
     /// regression.
@@ -399,8 +409,10 @@ impl Default for HistoryPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ArenaPolicy {
     /// Suite cycles per candidate.
+    #[schemars(range(min = 1))]
     pub cycles: u32,
     /// Suite cycles with `--quick`.
+    #[schemars(range(min = 1))]
     pub quick_cycles: u32,
     /// Warm-up requests before scoring (not counted).
     pub warmups: u32,
@@ -609,6 +621,7 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RestartSpec {
     /// Program and arguments, e.g. `[systemctl, restart, lmstudio]`.
+    #[schemars(length(min = 1))]
     pub command: Vec<String>,
     /// Kill the command if it runs longer (the cluster's `heal.restartTimeout` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -653,6 +666,7 @@ pub struct ServiceSpec {
 pub struct HttpProbe {
     pub url: String,
     #[serde(default = "default_expected_status")]
+    #[schemars(range(min = 100, max = 599))]
     pub expected_status: u16,
     /// The cluster's probe timeout when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -685,6 +699,7 @@ pub struct RoutingSpec {
 pub struct RouteTarget {
     pub node: String,
     /// Share of traffic relative to the other eligible entries; must be > 0.
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub weight: f64,
 }
 
@@ -695,6 +710,8 @@ pub struct RemoteProvider {
     pub name: String,
     /// Base URL of the OpenAI-compatible endpoint.
     pub url: String,
+    /// Share of traffic relative to the other remotes of the category; must be > 0.
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub weight: f64,
     /// API key by reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -713,10 +730,12 @@ pub struct RemoteProvider {
 pub struct SuiteSpec {
     /// Answers are capped at this many tokens.
     #[serde(default = "default_max_tokens")]
+    #[schemars(range(min = 1))]
     pub max_tokens: u32,
     /// One request may take this long.
     #[serde(default = "default_suite_timeout")]
     pub timeout: Dur,
+    #[schemars(length(min = 1))]
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -759,7 +778,9 @@ pub enum Check {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NumberCheck {
     pub value: f64,
+    /// Allowed absolute difference (0: exact).
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub tolerance: f64,
 }
 
@@ -814,6 +835,7 @@ pub struct NotifierSpec {
     pub chat_id: Option<String>,
     /// Severities sent to this notifier.
     #[serde(default = "default_severities")]
+    #[schemars(length(min = 1))]
     pub severities: Vec<Severity>,
     /// Also tell when a problem is resolved.
     #[serde(default)]

@@ -47,7 +47,8 @@ pub struct UnitError {
     pub expected: &'static str,
 }
 
-const DURATION_EXPECTED: &str =
+/// What a duration looks like, for messages.
+pub const DURATION_EXPECTED: &str =
     "a whole number followed by ms, s, m, h or d, e.g. 250ms, 5s, 10m, 1h30m";
 
 impl FromStr for Dur {
@@ -126,7 +127,8 @@ impl ByteSize {
     }
 }
 
-const SIZE_EXPECTED: &str =
+/// What a size looks like, for messages.
+pub const SIZE_EXPECTED: &str =
     "a number followed by B, KB, MB, GB, TB, KiB, MiB, GiB or TiB, e.g. 46GiB or 512MB";
 
 impl FromStr for ByteSize {
