@@ -125,7 +125,9 @@ fn example_manifest_directories_are_valid() {
     let macs = load_dir(Path::new("examples/two-macs")).unwrap().state;
     assert!(macs.nodes.values().all(|n| n.backend == Backend::Ollama));
     assert_eq!(macs.services.len(), 3);
-    assert!(macs.services.values().all(|s| s.restart.as_ref().is_some_and(|r| r.command[0] == "pm2" || r.command[0] == "ssh")));
+    assert!(macs.services.values().all(|s| {
+        s.restart.as_ref().is_some_and(|r| r.command[0] == "pm2" || r.command[0] == "ssh")
+    }));
     assert_eq!(macs.cluster.swap.unload_above, desired::ByteSize::gib(8));
 }
 
@@ -140,9 +142,9 @@ fn manifest_files_name_a_schema_that_accepts_them() {
         for file in manifest_files(&dir) {
             let text = std::fs::read_to_string(&file).unwrap();
             let first = text.lines().next().unwrap_or_default();
-            let rel = first
-                .strip_prefix("# yaml-language-server: $schema=")
-                .unwrap_or_else(|| panic!("{}: first line is not a $schema comment", file.display()));
+            let rel = first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| {
+                panic!("{}: first line is not a $schema comment", file.display())
+            });
             let schema_path = file.parent().unwrap().join(rel);
             let schema_text = std::fs::read_to_string(&schema_path)
                 .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), schema_path.display()));
@@ -151,7 +153,8 @@ fn manifest_files_name_a_schema_that_accepts_them() {
             let parsed = desired::yaml::parse(&text);
             for doc in parsed.docs.iter().filter_map(|d| d.root.as_ref()) {
                 let json = doc.to_json();
-                let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+                let errors: Vec<String> =
+                    validator.iter_errors(&json).map(|e| e.to_string()).collect();
                 assert!(errors.is_empty(), "{}: {errors:?}", file.display());
                 checked += 1;
             }
@@ -225,7 +228,10 @@ fn validate_command() {
         ),
         "{stderr}"
     );
-    assert!(stderr.ends_with("tests/fixtures/bad/route_to_missing_node: invalid: 2 errors\n"), "{stderr}");
+    assert!(
+        stderr.ends_with("tests/fixtures/bad/route_to_missing_node: invalid: 2 errors\n"),
+        "{stderr}"
+    );
     assert!(bad.stdout.is_empty());
 
     let json = Command::new(BIN)
@@ -265,5 +271,8 @@ fn from_yaml_str_builds_a_state() {
     assert_eq!(state.nodes["a"].models[0].size, desired::ByteSize::gib(3));
     assert_eq!(state.hash.len(), 64);
     let err = desired::from_yaml_str("apiVersion: homeostat.dev/v1\nkind: Nod\n").unwrap_err();
-    assert_eq!(err.to_string(), "<inline>:2:7: error: kind: unknown kind `Nod`\n  hint: did you mean `Node`?");
+    assert_eq!(
+        err.to_string(),
+        "<inline>:2:7: error: kind: unknown kind `Nod`\n  hint: did you mean `Node`?"
+    );
 }

@@ -160,7 +160,7 @@ fn client_for(
     NodeClient::new(spec, http, desired.probe_timeout(spec)).map_err(|e| {
         // The token could not be resolved: the node cannot be probed as configured. The error
         // names the reference (variable or file), never a value.
-        Box::new(NodeObservation::down(ProbeFailure::Other { detail: http::error_chain(&e) }, 1))
+        Box::new(NodeObservation::down(ProbeFailure::Config { detail: http::error_chain(&e) }, 1))
     })
 }
 

@@ -38,6 +38,9 @@ pub enum ProbeFailure {
     Malformed { detail: String },
     /// The body exceeded the size cap.
     TooLarge { cap: u64 },
+    /// homeostat itself cannot probe the node as configured (e.g. the token reference does not
+    /// resolve). Not the node's fault: never healed, alerted instead.
+    Config { detail: String },
     /// Anything else (the detail never contains a secret).
     Other { detail: String },
 }
@@ -55,6 +58,9 @@ impl std::fmt::Display for ProbeFailure {
             ProbeFailure::Http { status } => write!(f, "HTTP {status}"),
             ProbeFailure::Malformed { detail } => write!(f, "malformed answer: {detail}"),
             ProbeFailure::TooLarge { cap } => write!(f, "answer larger than the {cap}-byte cap"),
+            ProbeFailure::Config { detail } => {
+                write!(f, "homeostat cannot probe it as configured: {detail}")
+            }
             ProbeFailure::Other { detail } => f.write_str(detail),
         }
     }

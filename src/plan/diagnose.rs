@@ -17,6 +17,9 @@ use crate::observe::snapshot::{Canary, InstanceState, NodeObservation, ProbeFail
 pub enum Problem {
     /// The server did not answer its probe.
     Unreachable { cause: ProbeFailure },
+    /// homeostat cannot probe the node as configured (a token reference that does not resolve).
+    /// Not a failure of the node: alerted, never healed, not counted as a mass failure.
+    Misconfigured { detail: String },
     /// A push-style worker has not sent a heartbeat for longer than its timeout.
     HeartbeatMissed { silent_ms: u64, timeout_ms: u64 },
     /// A resident model is not loaded (crashed, evicted, never loaded).
@@ -58,10 +61,30 @@ impl Problem {
         )
     }
 
+    /// A few words for tight places (the routing table's exclusions).
+    pub fn short(&self) -> &'static str {
+        match self {
+            Problem::Unreachable { .. } => "unreachable",
+            Problem::Misconfigured { .. } => "misconfigured",
+            Problem::HeartbeatMissed { .. } => "no heartbeat",
+            Problem::ResidentMissing { .. } => "model missing",
+            Problem::InstanceFailed { .. } => "model failed",
+            Problem::StuckLoading { .. } => "stuck loading",
+            Problem::CanaryFailed { .. } => "wedged",
+            Problem::WrongModel { .. } => "wrong model answers",
+            Problem::VerificationFailed { .. } => "failed verification",
+            Problem::SettingsDrift { .. } => "settings drift",
+            Problem::NotAvailable { .. } => "model not downloaded",
+            Problem::Orphan { .. } => "orphan",
+        }
+    }
+
     /// The model the problem is about, if any.
     pub fn model(&self) -> Option<&str> {
         match self {
-            Problem::Unreachable { .. } | Problem::HeartbeatMissed { .. } => None,
+            Problem::Unreachable { .. }
+            | Problem::HeartbeatMissed { .. }
+            | Problem::Misconfigured { .. } => None,
             Problem::ResidentMissing { model }
             | Problem::InstanceFailed { model }
             | Problem::StuckLoading { model, .. }
@@ -79,6 +102,7 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Problem::Unreachable { cause } => write!(f, "unreachable ({cause})"),
+            Problem::Misconfigured { detail } => write!(f, "cannot be probed: {detail}"),
             Problem::HeartbeatMissed { silent_ms, timeout_ms } => write!(
                 f,
                 "no heartbeat for {} (timeout {})",
@@ -127,9 +151,16 @@ pub fn node_problems(
     context_override: &dyn Fn(&str) -> Option<u32>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Reach::Down { cause } = &obs.reach {
-        out.push(Problem::Unreachable { cause: cause.clone() });
-        return out;
+    match &obs.reach {
+        Reach::Down { cause: ProbeFailure::Config { detail } } => {
+            out.push(Problem::Misconfigured { detail: detail.clone() });
+            return out;
+        }
+        Reach::Down { cause } => {
+            out.push(Problem::Unreachable { cause: cause.clone() });
+            return out;
+        }
+        Reach::Up => {}
     }
     for (i, m) in spec.models.iter().enumerate() {
         let resident = spec.is_resident(i);

@@ -339,6 +339,22 @@ fn plan_node(
         notes: Vec::new(),
     };
     let failing = np.problems.iter().any(Problem::is_failure);
+    if let Some(Problem::Misconfigured { detail }) =
+        np.problems.iter().find(|p| matches!(p, Problem::Misconfigured { .. }))
+    {
+        np.alerts.push(Alert {
+            key: format!("node/{name}/misconfigured"),
+            severity: Severity::Critical,
+            node: Some(name.to_owned()),
+            summary: format!("{name} cannot be probed: {detail}"),
+            suggestions: vec![
+                "set the environment variable or create the file the node's `auth` refers to"
+                    .into(),
+                "`homeostat validate` checks the manifests; the secret itself is never printed"
+                    .into(),
+            ],
+        });
+    }
     if let (Some(rb), Some(lkg)) = (&m.rolled_back, &m.last_known_good) {
         np.notes.push(format!(
             "running last-known-good {}: the desired {} failed verification; edit the manifest to try again",
@@ -776,6 +792,7 @@ fn choose_heal(
             }
             Problem::Unreachable { .. }
             | Problem::HeartbeatMissed { .. }
+            | Problem::Misconfigured { .. }
             | Problem::Orphan { .. } => {}
         }
     }
@@ -1268,8 +1285,12 @@ fn eligibility(desired: &DesiredState, mem: &Memory, plan: &Plan, node: &str) ->
     }
     match np {
         Some(np) => {
-            if let Some(p) = np.problems.iter().find(|p| p.is_failure()) {
-                return Err(p.to_string());
+            if let Some(p) = np
+                .problems
+                .iter()
+                .find(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }))
+            {
+                return Err(p.short().to_owned());
             }
         }
         None => {
