@@ -199,6 +199,12 @@ pub enum StoreError {
     },
     #[error("no state database at {} yet (a reconcile run creates it)", path.display())]
     Missing { path: PathBuf },
+    #[error("cannot read the state database {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the state database {}", path.display())]
     Open {
         path: PathBuf,

@@ -161,6 +161,11 @@ impl SqliteStore {
                 StoreError::Open { path: path.clone(), source }
             }
         };
+        if let Some(reason) =
+            bad_header(&path).map_err(|source| StoreError::Read { path: path.clone(), source })?
+        {
+            return Err(StoreError::Corrupt { path, reason });
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(classify)?;
         conn.busy_timeout(StoreOptions::default().busy_timeout).map_err(classify)?;
@@ -606,6 +611,13 @@ fn open_rw(path: &Path, opts: &StoreOptions) -> Result<Connection, OpenFailure> 
             OpenFailure::Other(StoreError::Open { path: path.to_path_buf(), source })
         }
     };
+    match bad_header(path) {
+        Ok(Some(reason)) => return Err(OpenFailure::Corrupt(reason)),
+        Ok(None) => {}
+        Err(source) => {
+            return Err(OpenFailure::Other(StoreError::Read { path: path.to_path_buf(), source }));
+        }
+    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     conn.busy_timeout(opts.busy_timeout).map_err(classify)?;
@@ -639,6 +651,18 @@ fn open_rw(path: &Path, opts: &StoreOptions) -> Result<Connection, OpenFailure> 
         }
         Err(e) => Err(OpenFailure::Other(e)),
     }
+}
+
+/// Checks the file's header before SQLite sees it: SQLite, closing a connection to a file that
+/// is not a database, deletes its `-wal` and `-shm`; caught here, they are moved aside intact.
+/// An empty file is a new database.
+fn bad_header(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path)?.take(16).read_to_end(&mut head)?;
+    Ok((!head.is_empty() && head != MAGIC)
+        .then(|| "file is not a database (no SQLite header)".to_owned()))
 }
 
 fn is_corrupt(e: &rusqlite::Error) -> bool {
