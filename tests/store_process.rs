@@ -197,8 +197,8 @@ fn lock_excludes_other_processes() {
     }
 }
 
-/// Kill -9 at random moments (seeded, 20 times) of a process writing memory, actions and events
-/// in a loop. After each kill the database opens without being moved aside, passes
+/// Kill -9 at random moments (seeded, 20 times; a quarter during start-up and opening, the rest
+/// while writing) of a process writing memory, actions and events in a loop. After each kill the database opens without being moved aside, passes
 /// `integrity_check`, holds a whole (untorn) memory for each node, has every write that
 /// returned before the kill (the last reported round or the one after), never goes back, and
 /// each new writer continues the counters. Every events.jsonl line is whole JSON.
@@ -216,10 +216,20 @@ fn crash_safety_under_sigkill() {
     for round in 0..20 {
         let mut child = spawn_child("crash_safety_under_sigkill", "writer", &dir);
         let rx = protocol(&mut child);
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..120)));
+        let mut lines = Vec::new();
+        if rng.random_bool(0.25) {
+            // Early: during process start, opening, migrating, closing interrupted actions.
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
+        } else {
+            // While writing: some time after the store is open.
+            let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert!(line.starts_with("start "), "{line}");
+            lines.push(line);
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..80)));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
-        let lines: Vec<String> = rx.iter().collect();
+        lines.extend(rx.iter());
         let start: Option<u32> = lines.iter().find_map(|l| l.strip_prefix("start ")?.parse().ok());
         let reported: Option<u32> = lines.iter().rev().find_map(|l| l.parse().ok());
         if let Some(start) = start {
@@ -243,8 +253,9 @@ fn crash_safety_under_sigkill() {
             })
         };
         let (a, b) = (count("a").unwrap_or(0), count("b").unwrap_or(0));
-        // A round writes a(n) then b(n), then reports n.
-        assert!(a == b || a == b + 1, "round {round}: a={a} b={b}");
+        // A round writes a(n) then b(n), then reports n; a writer resumes from a. So b never
+        // passes a (a kill between the two saves leaves b behind until b's next save).
+        assert!(a >= b, "round {round}: a={a} b={b}");
         assert!(
             a >= prev_a && b >= prev_b,
             "round {round}: went back ({prev_a},{prev_b}) → ({a},{b})"
@@ -269,7 +280,7 @@ fn crash_safety_under_sigkill() {
                 .unwrap_or_else(|e| panic!("round {round}: bad journal line {line:?}: {e}"));
         }
     }
-    assert!(prev_a > 20, "the writers made progress: {prev_a} rounds");
+    assert!(prev_a > 10, "the writers made progress: {prev_a} rounds");
     eprintln!(
         "crash safety: 20 kills, {prev_a} rounds committed, {kills_mid_round} kills between the two saves of a round, {:?}",
         started.elapsed()
