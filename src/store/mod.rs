@@ -38,7 +38,7 @@ pub use action::{ActionEnd, ActionId, ActionRecord, ActionStatus, NewAction};
 pub use event::{Event, EventId, NewEvent, kinds};
 pub use journal::{JOURNAL_FILE, Journal, JournalError, Rotation};
 pub use lock::{LOCK_FILE, LockError, RunLock};
-pub use sqlite::{DB_FILE, Opened, Recovered, SqliteStore, StoreOptions};
+pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
@@ -98,7 +98,9 @@ pub trait StateStore: Send + Sync {
 
     /// Ends every unfinished action (of `node`, or of all nodes) as
     /// [`ActionStatus::Interrupted`] at `at`, and returns them. Call at start-up, holding the
-    /// [`RunLock`]: an action still open then was cut short by a crash.
+    /// [`RunLock`]: an action still open then was cut short by a crash. The caller records an
+    /// `action.interrupted` event for each ([`kinds::ACTION_INTERRUPTED`]) and re-plans from
+    /// what it observes.
     fn close_interrupted_actions(
         &self,
         node: Option<&str>,

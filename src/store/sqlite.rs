@@ -8,9 +8,11 @@
 //!   in the OS page cache), but a power loss or kernel crash could then drop the last commits.
 //!   The executor writes "heal attempt N started" before it reloads a model; losing that write
 //!   after the reload happened would repeat or forget the attempt, which is exactly what R4
-//!   forbids. FULL fsyncs the WAL on every commit; a commit costs one fsync (about a
-//!   millisecond on an SSD, see `examples/store_bench.rs`), negligible beside actions that take
-//!   seconds, and [`StateStore::save_memory`] saves a whole pass with one.
+//!   forbids. FULL fsyncs the WAL on every commit: one fsync per write, 0.4–7 ms on the
+//!   (shared, virtualised) disk `examples/store_bench.rs` ran on, against 0.1 ms for NORMAL.
+//!   That is negligible beside actions that take seconds; [`StateStore::save_memory`] saves a
+//!   whole pass with one fsync, and [`Durability::Normal`] is there for bulk loads and disks
+//!   where an fsync per write is too slow.
 //! - **`busy_timeout` = 5 s.** Only the lock holder writes; others read. The timeout covers a
 //!   reader that holds the WAL while a checkpoint wants to reset it.
 //! - **Integrity check on open.** A file that is not a database, or fails
@@ -51,11 +53,40 @@ pub struct StoreOptions {
     pub rotation: Rotation,
     /// How long a statement waits for a lock held by another connection.
     pub busy_timeout: Duration,
+    /// What a returned write survives (see [`Durability`]).
+    pub durability: Durability,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { rotation: Rotation::default(), busy_timeout: Duration::from_secs(5) }
+        StoreOptions {
+            rotation: Rotation::default(),
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// What a write that returned survives. Both keep the database consistent (never corrupt)
+/// whatever happens; they differ in whether the last commits can be lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit fsyncs the WAL. Survives kill -9, a kernel crash and a
+    /// power loss. The default: "heal attempt N started" must not be lost after the heal ran.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: commits reach the OS, fsync only at checkpoints. Survives kill -9
+    /// (the OS still has the data) but a power loss or kernel crash may drop the last commits.
+    /// For bulk loads and benchmarks, or a fleet whose disk cannot afford an fsync per write.
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
     }
 }
 
@@ -629,7 +660,7 @@ fn open_rw(path: &Path, opts: &StoreOptions) -> Result<Connection, OpenFailure> 
         // E.g. a file system without shared memory. Rollback journal + FULL is still safe.
         tracing::warn!(database = %path.display(), %mode, "WAL mode unavailable; using {mode}");
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
+    conn.pragma_update(None, "synchronous", opts.durability.pragma()).map_err(classify)?;
     // Truncate the WAL back to this size after a checkpoint (a burst must not keep it big).
     conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024).map_err(classify)?;
     match integrity(&conn).map_err(classify)? {
