@@ -13,10 +13,10 @@
 //! fsync). Async callers use [`blocking`] (a `spawn_blocking` wrapper) or their own
 //! `spawn_blocking`; never call the store directly from an async task.
 //!
-//! **Durable before return.** Each write method commits (and fsyncs) before it returns, so the
-//! executor can write a state change and then start the next action: a kill -9 or a power loss
-//! at any point leaves either the state before or after a write, never a mix, and never loses a
-//! write that returned.
+//! **Durable before return.** Each write method commits (and, with the default
+//! [`Durability::Full`], fsyncs) before it returns, so the executor can write a state change and
+//! then start the next action: a kill -9 or a power loss at any point leaves either the state
+//! before or after a write, never a mix, and never loses a write that returned.
 //!
 //! Files in the state directory (0700; every file 0600):
 //! `homeostat.db` (+ `-wal`, `-shm`), `events.jsonl` (+ `.1`…), `homeostat.lock` ([`RunLock`]),
