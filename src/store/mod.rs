@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 pub use action::{ActionEnd, ActionId, ActionRecord, ActionStatus, NewAction};
 pub use event::{Event, EventId, NewEvent, kinds};
-pub use journal::{JOURNAL_FILE, Journal, JournalError, Rotation};
+pub use journal::{JOURNAL_FILE, Journal, JournalError, Rotation, Written};
 pub use lock::{LOCK_FILE, LockError, RunLock};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
