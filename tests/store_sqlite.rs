@@ -153,7 +153,7 @@ fn realistic_memory() -> Memory {
     Memory {
         nodes: BTreeMap::from([("m1".to_owned(), m1), ("m2".to_owned(), m2)]),
         services: BTreeMap::from([("gateway".to_owned(), gateway)]),
-        cluster: ClusterMemory { mass_hold_since: Some(at(299)) },
+        cluster: ClusterMemory { mass_hold_since: Some(at(299)), ..ClusterMemory::default() },
     }
 }
 

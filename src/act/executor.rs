@@ -38,6 +38,10 @@ pub trait Recorder: Send + Sync {
     fn save_service(&self, name: &str, memory: &ServiceMemory);
     /// Records an event (JSONL, store, log). `detail` never holds a secret.
     fn event(&self, node: Option<&str>, kind: &str, detail: serde_json::Value);
+    /// Logs an action before it starts (the action log); returns its id, if stored.
+    fn begin_action(&self, node: &str, action: &Action) -> Option<i64>;
+    /// Records how a logged action ended.
+    fn finish_action(&self, id: i64, outcome: &StepOutcome);
 }
 
 /// Everything one execution needs.
@@ -529,6 +533,7 @@ async fn execute_service(
             continue;
         }
         let started = ctx.clock.now();
+        let logged = ctx.recorder.begin_action(name, &step.action);
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
                 match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
@@ -555,6 +560,9 @@ async fn execute_service(
                 StepOutcome::Failed { took_ms, error }
             }
         };
+        if let Some(id) = logged {
+            ctx.recorder.finish_action(id, &outcome);
+        }
         ctx.recorder.event(
             None,
             "action.finished",

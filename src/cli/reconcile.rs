@@ -20,8 +20,12 @@ use crate::time::{Clock, MonotonicClock, Timestamp};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ReconcileArgs {
     /// Run one pass (observe, plan, act, verify, record) and exit; for cron.
+    /// Exit 0 healthy, 3 still unhealthy, 4 another run holds the lock.
     #[arg(long)]
     pub once: bool,
+    /// Output format of `--once`.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     #[command(subcommand)]
     pub mode: Option<ReconcileMode>,
 }
@@ -47,9 +51,144 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
         .context("cannot start the async runtime")?;
     match (a.mode, a.once) {
         (Some(ReconcileMode::Diff(d)), _) => runtime.block_on(diff(g, d)),
-        (None, true) => anyhow::bail!("reconcile --once is not implemented yet"),
+        (None, true) => runtime.block_on(once(g, a.output)),
         (None, false) => anyhow::bail!("the reconcile daemon is not implemented yet"),
     }
+}
+
+/// Remembered state for a dry run: read-only from the store when there is one (so `diff` shows
+/// what `--once` would do), else empty.
+pub(crate) fn read_memory(g: &GlobalArgs) -> Memory {
+    match crate::store::SqliteStore::open_read_only(&g.state_dir()) {
+        Ok(store) => match crate::store::StateStore::load_memory(&store) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %super::chain(&e), "cannot read remembered state; planning without it");
+                Memory::default()
+            }
+        },
+        Err(crate::store::StoreError::Missing { .. }) => Memory::default(),
+        Err(e) => {
+            tracing::warn!(error = %super::chain(&e), "cannot open the state store; planning without it");
+            Memory::default()
+        }
+    }
+}
+
+/// One pass for cron: lock, observe, plan, act, verify, record.
+async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
+    use crate::store::{LockError, RunLock, SqliteStore, StateStore};
+    let desired = load_desired(g)?;
+    let state_dir = g.state_dir();
+    crate::store::state_dir::prepare(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let lock = match RunLock::try_acquire(&state_dir) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("homeostat: {e}; nothing done (another run is acting on this cluster)");
+            return Ok(exit::LOCKED);
+        }
+        Err(e) => return Err(e).context("cannot take the run lock"),
+    };
+    let opened = SqliteStore::open(&lock).context("cannot open the state store")?;
+    if let Some(r) = &opened.recovered {
+        eprintln!(
+            "homeostat: the state database was unreadable ({}); it was moved to {} and a fresh one started",
+            r.reason,
+            r.moved_to.display()
+        );
+    }
+    let store: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(opened.store);
+    let clock = MonotonicClock::start();
+    let correlation = crate::daemon::pass::correlation_id(clock.now());
+    let interrupted = store.close_interrupted_actions(None, clock.now())?;
+    for a in interrupted {
+        let detail = serde_json::json!({ "action": a.action, "started": a.started, "correlation": a.correlation });
+        let ev = crate::store::NewEvent::new(
+            clock.now(),
+            Some(&a.node),
+            crate::store::kinds::ACTION_INTERRUPTED,
+            detail,
+            &correlation,
+        );
+        let _ = store.append_event(ev);
+    }
+    let http = http_client()?;
+    let env = crate::daemon::pass::PassEnv {
+        desired: &desired,
+        http: &http,
+        store: store.clone(),
+        clock: &clock,
+        state_dir: &state_dir,
+        correlation,
+        cancel: tokio_util::sync::CancellationToken::new(),
+    };
+    let report = crate::daemon::pass::run_pass(&env).await?;
+    match output {
+        Output::Json => super::print_json(&report)?,
+        Output::Table => print_text(&once_text(&report)),
+    }
+    drop(lock);
+    Ok(if report.unhealthy.is_empty() { exit::OK } else { exit::UNHEALTHY })
+}
+
+/// What `--once` prints: per node what was done and how it ended, then a summary.
+fn once_text(r: &crate::daemon::pass::PassReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, nr) in r.execution.nodes.iter().chain(r.execution.services.iter()) {
+        let _ = writeln!(out, "{name}:");
+        for s in &nr.steps {
+            let what = crate::plan::render::action_line(&s.action);
+            let how = match &s.outcome {
+                crate::act::executor::StepOutcome::Done { took_ms, detail } => {
+                    format!(
+                        "done in {took_ms} ms{}",
+                        detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    )
+                }
+                crate::act::executor::StepOutcome::Failed { took_ms, error } => {
+                    format!("FAILED after {took_ms} ms: {error}")
+                }
+                crate::act::executor::StepOutcome::Skipped => "skipped".to_owned(),
+            };
+            let _ = writeln!(out, "  {what}: {how}");
+        }
+        if let Some(h) = &nr.heal {
+            let _ = writeln!(
+                out,
+                "  heal: {}",
+                serde_json::to_value(h)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for (name, np) in &r.plan.nodes {
+        for h in &np.held {
+            let _ = writeln!(
+                out,
+                "{name}: held {}: {}",
+                crate::plan::render::action_line(&h.action),
+                h.reason
+            );
+        }
+    }
+    let summary = Summary::of(&r.plan);
+    let _ = writeln!(
+        out,
+        "pass {}: {} step(s) done, {} failed; {}",
+        r.correlation,
+        r.execution.done_steps(),
+        r.execution.failed_steps(),
+        if r.unhealthy.is_empty() {
+            format!("all healthy ({} nodes)", summary.nodes)
+        } else {
+            format!("still unhealthy: {}", r.unhealthy.join(", "))
+        }
+    );
+    out
 }
 
 /// Loads and validates the manifests, printing every diagnostic on failure.
@@ -69,7 +208,7 @@ pub(crate) fn http_client() -> anyhow::Result<Http> {
 /// Observe every node, plan with the remembered state (read-only), print.
 async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
     let desired = load_desired(g)?;
-    let memory = Memory::default();
+    let memory = read_memory(g);
     let clock = MonotonicClock::start();
     let http = http_client()?;
     let overrides = |node: &str, model: &str| {

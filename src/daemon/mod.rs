@@ -1,1 +1,3 @@
-//! See ARCHITECTURE.md.
+//! The long-running side: one reconcile pass (`pass`), and (issue 6) the daemon loop.
+
+pub mod pass;

@@ -30,6 +30,10 @@ pub struct ClusterMemory {
     /// Since when the mass-failure hold is on (None = off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mass_hold_since: Option<Timestamp>,
+    /// Keys of the alerts raised by the last pass: an alert is recorded as an event when it
+    /// appears and when it clears, not at every pass while its condition holds.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub active_alerts: std::collections::BTreeSet<String>,
 }
 
 /// The counters shared by nodes and services.

@@ -976,7 +976,7 @@ fn routing_falls_back_down_the_list_then_remote() {
     ob.nodes.insert("b".into(), NodeObservation::down(ProbeFailure::Refused, 2));
     let out = run(&d, &ob, &Memory::default(), T0);
     expect!["code  cloud 1.2 (remote)   [out: a: unreachable; b: unreachable]"]
-    .assert_eq(super::render::render_routing(&out.plan.routing).trim());
+        .assert_eq(super::render::render_routing(&out.plan.routing).trim());
 }
 
 /// A degraded node keeps its place with half the weight.

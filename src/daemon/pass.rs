@@ -1,0 +1,300 @@
+//! One reconcile pass over the whole cluster: observe → plan → record → act → record. What
+//! `reconcile --once` runs, and (per activation) what the daemon runs.
+//!
+//! A pass takes no input about what changed: it re-reads remembered state, re-observes and
+//! re-plans from scratch, so a restart, a crash or a missed event is never a special case.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::act::executor::{
+    ExecContext, ExecutionReport, HealResult, Recorder, StepOutcome, execute,
+};
+use crate::desired::DesiredState;
+use crate::observe::http::Http;
+use crate::observe::snapshot::Observation;
+use crate::plan::diagnose::Problem;
+use crate::plan::memory::{Memory, NodeMemory, ServiceMemory};
+use crate::plan::step::{Action, Plan};
+use crate::plan::{PlanInput, plan};
+use crate::store::{
+    ActionEnd, ActionId, ActionStatus, Appended, NewAction, NewEvent, StateStore, StoreError, kinds,
+};
+use crate::time::{Clock, Timestamp};
+
+/// The routing table, written atomically after every pass for other tools (R5).
+pub const ROUTES_FILE: &str = "routes.json";
+
+/// What a pass needs.
+pub struct PassEnv<'a> {
+    pub desired: &'a DesiredState,
+    pub http: &'a Http,
+    pub store: Arc<dyn StateStore>,
+    pub clock: &'a dyn Clock,
+    pub state_dir: &'a Path,
+    /// Correlation id of this pass (in every event and action).
+    pub correlation: String,
+    pub cancel: CancellationToken,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    pub correlation: String,
+    pub at: Timestamp,
+    pub observation: Observation,
+    pub plan: Plan,
+    pub execution: ExecutionReport,
+    /// Nodes and services still unhealthy after the pass (for `--once`'s exit code).
+    pub unhealthy: Vec<String>,
+}
+
+/// Why a pass could not run at all (the store is unusable).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("cannot read or write remembered state")]
+    Store(#[from] StoreError),
+}
+
+/// A correlation id: time and a counter, unique within a process and readable in logs.
+pub fn correlation_id(now: Timestamp) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "pass-{}-{}-{}",
+        now.as_millis(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs one pass over every node and service.
+pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
+    let store = env.store.clone();
+    let memory = blocking(&store, |s| s.load_memory()).await?;
+    let keep_nodes: BTreeSet<String> = env.desired.nodes.keys().cloned().collect();
+    let keep_services: BTreeSet<String> = env.desired.services.keys().cloned().collect();
+    blocking(&store, move |s| {
+        s.retain_nodes(&keep_nodes)?;
+        s.retain_services(&keep_services)
+    })
+    .await?;
+
+    let overrides = |node: &str, model: &str| {
+        memory.nodes.get(node).and_then(|m| m.context_overrides.get(model).copied())
+    };
+    let clock = env.clock;
+    let observation =
+        crate::observe::observe_all(env.desired, env.http, &overrides, &|| clock.now()).await;
+    let now = env.clock.now();
+    let out =
+        plan(&PlanInput { desired: env.desired, observed: &observation, memory: &memory, now });
+    let recorder = StoreRecorder::new(store.clone(), env.clock, &env.correlation);
+
+    record_transitions(&recorder, &memory, &out.memory, &out.plan);
+    let mut memory = out.memory;
+    memory.cluster.active_alerts = out.plan.all_alerts().map(|a| a.key.clone()).collect();
+    let saved = memory.clone();
+    blocking(&store, move |s| s.save_memory(&saved)).await?;
+
+    let ctx = ExecContext {
+        desired: env.desired,
+        http: env.http,
+        clock: env.clock,
+        recorder: &recorder,
+        cancel: env.cancel.clone(),
+    };
+    let execution = execute(&ctx, &out.plan, &mut memory).await;
+    write_routes(env.state_dir, &out.plan, &recorder);
+    let unhealthy = still_unhealthy(&out.plan, &execution);
+    Ok(PassReport {
+        correlation: env.correlation.clone(),
+        at: now,
+        observation,
+        plan: out.plan,
+        execution,
+        unhealthy,
+    })
+}
+
+/// Runs a store call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn StateStore>,
+    f: impl FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    crate::store::blocking(store.clone(), f).await
+}
+
+/// Nodes (and services) that had a failing problem and did not end the pass verified.
+fn still_unhealthy(plan: &Plan, execution: &ExecutionReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, np) in &plan.nodes {
+        let failing = np
+            .problems
+            .iter()
+            .any(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }));
+        let healed =
+            execution.nodes.get(name).is_some_and(|r| r.heal == Some(HealResult::Verified));
+        if failing && !healed {
+            out.push(name.clone());
+        }
+    }
+    for (name, sp) in &plan.services {
+        let healed =
+            execution.services.get(name).is_some_and(|r| r.heal == Some(HealResult::Verified));
+        if sp.problem.is_some() && !healed {
+            out.push(format!("service/{name}"));
+        }
+    }
+    out
+}
+
+/// Events for what changed between the remembered state and this pass's view: lifecycle and
+/// breaker transitions, alerts that appeared or cleared.
+fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory, plan: &Plan) {
+    for (name, m) in &after.nodes {
+        let old = before.nodes.get(name).cloned().unwrap_or_default();
+        if old.health.lifecycle != m.health.lifecycle {
+            recorder.event(
+                Some(name),
+                kinds::STATE_CHANGED,
+                json!({ "from": old.health.lifecycle, "to": m.health.lifecycle, "problem": m.health.problem }),
+            );
+        }
+        if old.health.breaker != m.health.breaker {
+            recorder.event(
+                Some(name),
+                "breaker.changed",
+                json!({ "from": old.health.breaker, "to": m.health.breaker }),
+            );
+        }
+    }
+    let now_active: BTreeSet<String> = plan.all_alerts().map(|a| a.key.clone()).collect();
+    for alert in plan.all_alerts() {
+        if !before.cluster.active_alerts.contains(&alert.key) {
+            recorder.event(alert.node.as_deref(), kinds::ALERT, json!(alert));
+        }
+    }
+    for key in before.cluster.active_alerts.difference(&now_active) {
+        recorder.event(None, "alert.resolved", json!({ "key": key }));
+    }
+}
+
+/// Writes `routes.json` atomically (0600) for other tools.
+fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
+    let path: PathBuf = state_dir.join(ROUTES_FILE);
+    let body = json!({
+        "apiVersion": crate::desired::API_VERSION,
+        "kind": "Routes",
+        "at": plan.at.rfc3339(),
+        "categories": plan.routing.categories,
+    });
+    let text = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    if let Err(e) = crate::store::state_dir::write_private_atomic(&path, &text) {
+        recorder.event(
+            None,
+            "routes.write-failed",
+            json!({ "path": path.display().to_string(), "error": e.to_string() }),
+        );
+    }
+}
+
+/// The executor's `Recorder` over the store: memory rows, events and the action log. A store
+/// error never stops the pass: it is logged (and the journal failure raised as an event once).
+pub struct StoreRecorder<'a> {
+    store: Arc<dyn StateStore>,
+    clock: &'a dyn Clock,
+    correlation: String,
+}
+
+impl<'a> StoreRecorder<'a> {
+    pub fn new(store: Arc<dyn StateStore>, clock: &'a dyn Clock, correlation: &str) -> Self {
+        StoreRecorder { store, clock, correlation: correlation.to_owned() }
+    }
+
+    /// Runs a blocking store call from async code: on a multi-threaded runtime the worker is
+    /// handed over (`block_in_place`), elsewhere (tests' current-thread runtime) it runs inline.
+    fn call<T>(&self, f: impl FnOnce(&dyn StateStore) -> T) -> T {
+        let store = &*self.store;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| f(store))
+            }
+            _ => f(store),
+        }
+    }
+}
+
+impl Recorder for StoreRecorder<'_> {
+    fn save_node(&self, name: &str, memory: &NodeMemory) {
+        if let Err(e) = self.call(|s| s.save_node(name, memory)) {
+            tracing::error!(node = name, error = %crate::cli::chain(&e), "cannot save the node's state");
+        }
+    }
+
+    fn save_service(&self, name: &str, memory: &ServiceMemory) {
+        if let Err(e) = self.call(|s| s.save_service(name, memory)) {
+            tracing::error!(service = name, error = %crate::cli::chain(&e), "cannot save the service's state");
+        }
+    }
+
+    fn event(&self, node: Option<&str>, kind: &str, detail: serde_json::Value) {
+        let ev = NewEvent::new(self.clock.now(), node, kind, detail, &self.correlation);
+        match self.call(|s| s.append_event(ev)) {
+            Ok(Appended::Recorded(_)) => {}
+            Ok(Appended::JournalFailed { error, newly, .. }) => {
+                if newly {
+                    let detail = json!({ "error": crate::cli::chain(&error) });
+                    let ev = NewEvent::new(
+                        self.clock.now(),
+                        None,
+                        kinds::JOURNAL_FAILED,
+                        detail,
+                        &self.correlation,
+                    );
+                    let _ = self.call(|s| s.append_event(ev));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::cli::chain(&e), kind, "cannot store an event")
+            }
+        }
+    }
+
+    fn begin_action(&self, node: &str, action: &Action) -> Option<i64> {
+        let new = NewAction {
+            node: node.to_owned(),
+            action: serde_json::to_value(action).unwrap_or_default(),
+            correlation: self.correlation.clone(),
+            started: self.clock.now(),
+        };
+        match self.call(|s| s.begin_action(&new)) {
+            Ok(id) => Some(id.0),
+            Err(e) => {
+                tracing::error!(node, error = %crate::cli::chain(&e), "cannot log the action");
+                None
+            }
+        }
+    }
+
+    fn finish_action(&self, id: i64, outcome: &StepOutcome) {
+        let status = match outcome {
+            StepOutcome::Done { .. } => ActionStatus::Succeeded,
+            StepOutcome::Failed { .. } => ActionStatus::Failed,
+            StepOutcome::Skipped => ActionStatus::Cancelled,
+        };
+        let end = ActionEnd {
+            status,
+            detail: serde_json::to_value(outcome).unwrap_or_default(),
+            ended: self.clock.now(),
+        };
+        if let Err(e) = self.call(|s| s.finish_action(ActionId(id), &end)) {
+            tracing::error!(error = %crate::cli::chain(&e), "cannot finish the logged action");
+        }
+    }
+}
