@@ -150,7 +150,8 @@ pub struct Progress<'a> {
 pub struct SuiteRun {
     pub model: String,
     pub options: RunOptions,
-    /// The warm-up requests (not counted in `summary`; all failed = the model does not answer).
+    /// The warm-up requests (not counted in `summary`; cycle 0; all failed = the model does not
+    /// answer).
     pub warmups: Vec<Sample>,
     /// The counted requests, in cycle then task order.
     pub samples: Vec<Sample>,
