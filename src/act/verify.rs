@@ -1,11 +1,60 @@
 //! Verification: after a heal, the verification suite runs against the healed model; the heal
 //! passed when at least `pass_ratio` of the tasks pass. The reply must come from the expected
 //! model (LM Studio answers with whatever single model is loaded).
+//!
+//! Also the bridge between the benchmark runner (`bench::run::ChatTarget`) and the backend
+//! drivers (`NodeClient::chat`), used by verification, `bench` and the arena.
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+use crate::bench::run::{
+    ChatAnswer, ChatError, ChatRequest, ChatTarget, RunOptions, SuiteRun, run_suite,
+};
+use crate::bench::score::{CompiledSuite, Outcome, verdict};
 use crate::desired::SuiteSpec;
-use crate::observe::driver::NodeClient;
+use crate::observe::driver::{DriverError, NodeClient};
+use crate::observe::snapshot::ProbeFailure;
+
+/// A node's chat endpoint as the benchmark runner sees it.
+pub struct NodeTarget<'a>(pub &'a NodeClient);
+
+impl ChatTarget for NodeTarget<'_> {
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatAnswer, ChatError> {
+        let client = self.0;
+        match client.chat(&req.model, &req.prompt, req.max_tokens, req.timeout).await {
+            Ok(reply) => {
+                // The backend's own notion of "the same model" (a GGUF path and its stem, a
+                // `:latest` tag) first; anything else is reported as the model that answered.
+                let model = reply.model_answered.map(|answered| {
+                    if client.same_model(&req.model, &answered) {
+                        req.model.clone()
+                    } else {
+                        answered
+                    }
+                });
+                Ok(ChatAnswer { text: reply.text, model })
+            }
+            Err(e) => Err(chat_error(&e, req)),
+        }
+    }
+}
+
+fn chat_error(e: &DriverError, req: &ChatRequest) -> ChatError {
+    match e {
+        DriverError::Request { failure: ProbeFailure::Timeout, .. } => {
+            ChatError::Timeout { after: req.timeout }
+        }
+        DriverError::Request {
+            failure: ProbeFailure::Refused | ProbeFailure::Dns | ProbeFailure::Tls,
+            ..
+        } => ChatError::Connect { detail: e.to_string() },
+        DriverError::Rejected { status, message, .. } => {
+            ChatError::Status { status: *status, body: message.clone() }
+        }
+        other => ChatError::BadResponse { detail: crate::cli::chain(other) },
+    }
+}
 
 /// The result of one verification.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,7 +65,7 @@ pub struct VerifyReport {
     pub total_tasks: u32,
     pub required_ratio: f64,
     pub passed: bool,
-    /// Per task: name and what went wrong (empty when it passed).
+    /// Per failed task: its name and what went wrong.
     pub failures: Vec<(String, String)>,
 }
 
@@ -34,9 +83,44 @@ impl VerifyReport {
         }
         s
     }
+
+    fn from_run(
+        model: &str,
+        suite: &str,
+        compiled: &CompiledSuite,
+        run: &SuiteRun,
+        required: f64,
+    ) -> Self {
+        let v = verdict(&run.summary, required);
+        let name = |i: usize| {
+            compiled.tasks.get(i).map(|t| t.name.clone()).unwrap_or_else(|| i.to_string())
+        };
+        let failures = run
+            .samples
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                Outcome::Answered { passed: true, .. } => None,
+                Outcome::Answered { passed: false, answer } => {
+                    Some((name(s.task), format!("wrong answer {answer:?}")))
+                }
+                Outcome::Failed { error, detail } => {
+                    Some((name(s.task), format!("{error:?}: {detail}")))
+                }
+            })
+            .collect();
+        VerifyReport {
+            model: model.to_owned(),
+            suite: suite.to_owned(),
+            passed_tasks: run.summary.total.passes,
+            total_tasks: run.summary.total.requests,
+            required_ratio: required,
+            passed: v.passed,
+            failures,
+        }
+    }
 }
 
-/// Runs every task of `suite` once against `model` and checks the answers.
+/// Runs every task of `suite` once against `model` and judges the heal.
 pub async fn verify_model(
     client: &NodeClient,
     model: &str,
@@ -44,58 +128,28 @@ pub async fn verify_model(
     suite: &SuiteSpec,
     pass_ratio: f64,
 ) -> VerifyReport {
-    let mut passed = 0u32;
-    let mut failures = Vec::new();
-    for (i, task) in suite.tasks.iter().enumerate() {
-        let task_name = task.name.clone().unwrap_or_else(|| format!("task {}", i + 1));
-        match client.chat(model, &task.prompt, suite.max_tokens, suite.timeout.get()).await {
-            Ok(reply) => {
-                if let Some(answered) = &reply.model_answered
-                    && !client.same_model(model, answered)
-                {
-                    failures.push((task_name, format!("answered by {answered}, not {model}")));
-                    continue;
-                }
-                match check_answer(&task.check, &reply.text) {
-                    Ok(true) => passed += 1,
-                    Ok(false) => failures
-                        .push((task_name, format!("wrong answer {:?}", truncate(&reply.text, 80)))),
-                    Err(e) => failures.push((task_name, e.to_string())),
-                }
-            }
-            Err(e) => failures.push((task_name, crate::cli::chain(&e))),
+    let compiled = match CompiledSuite::compile(suite) {
+        Ok(c) => c,
+        Err(e) => {
+            return VerifyReport {
+                model: model.to_owned(),
+                suite: suite_name.to_owned(),
+                passed_tasks: 0,
+                total_tasks: suite.tasks.len() as u32,
+                required_ratio: pass_ratio,
+                passed: false,
+                failures: vec![("suite".into(), e.to_string())],
+            };
         }
-    }
-    let total = suite.tasks.len() as u32;
-    let ratio = if total == 0 { 1.0 } else { f64::from(passed) / f64::from(total) };
-    VerifyReport {
-        model: model.to_owned(),
-        suite: suite_name.to_owned(),
-        passed_tasks: passed,
-        total_tasks: total,
-        required_ratio: pass_ratio,
-        passed: ratio + 1e-9 >= pass_ratio,
-        failures,
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// Interim answer check until `bench::score` lands (replaced at merge).
-fn check_answer(check: &crate::desired::Check, text: &str) -> Result<bool, String> {
-    use crate::desired::Check;
-    Ok(match check {
-        Check::Contains(s) => text.to_lowercase().contains(&s.to_lowercase()),
-        Check::Exact(s) => text.trim() == s.trim(),
-        Check::Regex(r) => regex::Regex::new(r).map_err(|e| e.to_string())?.is_match(text),
-        Check::Number(n) => text
-            .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-            .find_map(|t| t.parse::<f64>().ok())
-            .is_some_and(|v| (v - n.value).abs() <= n.tolerance),
-    })
+    };
+    let run = run_suite(
+        &NodeTarget(client),
+        model,
+        &compiled,
+        RunOptions::verification(),
+        &CancellationToken::new(),
+        &mut |_| {},
+    )
+    .await;
+    VerifyReport::from_run(model, suite_name, &compiled, &run, pass_ratio)
 }

@@ -10,6 +10,7 @@ mod completions;
 mod reconcile;
 mod schema;
 mod sim;
+mod status;
 mod validate;
 
 /// Exit codes, documented in the README (one table; later commands extend it).
@@ -129,6 +130,11 @@ pub enum Command {
     ///   homeostat reconcile diff -o json     exit 0 in sync, 2 drift, 1 error
     ///   homeostat reconcile --once           exit 0 healthy, 3 still unhealthy, 4 locked
     Reconcile(reconcile::ReconcileArgs),
+    /// Show every node's and service's state, breaker, last check, heal attempts and recent
+    /// actions (read from the state store; safe while a daemon runs).
+    ///
+    /// Example: homeostat status -o json
+    Status(status::StatusArgs),
     /// Run simulated inference nodes (LM Studio, Ollama, vLLM, llama.cpp) with fault injection,
     /// in the foreground, printing each node's URL.
     ///
@@ -153,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Schema(a) => schema::run(&cli.global, a),
         Command::Reconcile(a) => reconcile::run(&cli.global, a),
         Command::Sim(a) => sim::run(&cli.global, a),
+        Command::Status(a) => status::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
     };
     match result {

@@ -1,0 +1,202 @@
+//! `homeostat status`: every node's and service's state, last check, breaker, heal attempts and
+//! recent actions, read from the state store (read-only: works while a daemon or `--once` runs).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::{GlobalArgs, Output, exit};
+use crate::health::BreakerView;
+use crate::plan::memory::{Memory, NodeMemory};
+use crate::store::{ActionRecord, SqliteStore, StateStore, StoreError};
+use crate::time::{Clock, MonotonicClock, Timestamp};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Recent actions shown per node.
+    #[arg(long, default_value_t = 5)]
+    pub actions: usize,
+}
+
+/// `status -o json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub at: String,
+    pub state_dir: String,
+    pub nodes: BTreeMap<String, NodeStatus>,
+    pub services: BTreeMap<String, ServiceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub lifecycle: crate::health::Lifecycle,
+    pub breaker: BreakerView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub heal_attempts: u32,
+    pub cordoned: Vec<crate::plan::memory::CordonReason>,
+    pub degraded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_known_good: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_temp_c: Option<f64>,
+    pub recent_actions: Vec<ActionRecord>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub lifecycle: crate::health::Lifecycle,
+    pub breaker: BreakerView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub heal_attempts: u32,
+}
+
+pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
+    let dir = g.state_dir();
+    let store = match SqliteStore::open_read_only(&dir) {
+        Ok(s) => s,
+        Err(StoreError::Missing { .. }) => {
+            anyhow::bail!(
+                "no state in {}: homeostat has not run here yet (run `homeostat reconcile --once` or the daemon)",
+                dir.display()
+            )
+        }
+        Err(e) => return Err(e).context("cannot open the state store"),
+    };
+    let memory = store.load_memory().context("cannot read remembered state")?;
+    let now = MonotonicClock::start().now();
+    let report = build(&store, &memory, now, a.actions, &dir.display().to_string())?;
+    match a.output {
+        Output::Json => super::print_json(&report)?,
+        Output::Table => print(&table(&report)),
+    }
+    Ok(exit::OK)
+}
+
+fn build(
+    store: &dyn StateStore,
+    memory: &Memory,
+    now: Timestamp,
+    actions: usize,
+    state_dir: &str,
+) -> anyhow::Result<StatusReport> {
+    let mut nodes = BTreeMap::new();
+    for (name, m) in &memory.nodes {
+        let recent = store.recent_actions(name, actions)?;
+        nodes.insert(name.clone(), node_status(m, now, recent));
+    }
+    let services = memory
+        .services
+        .iter()
+        .map(|(name, m)| {
+            let h = &m.health;
+            (
+                name.clone(),
+                ServiceStatus {
+                    lifecycle: h.lifecycle,
+                    breaker: h.breaker.view(now),
+                    last_check: h.last_check.map(Timestamp::rfc3339),
+                    problem: h.problem.clone(),
+                    heal_attempts: h.heal_attempts,
+                },
+            )
+        })
+        .collect();
+    Ok(StatusReport {
+        api_version: crate::desired::API_VERSION,
+        kind: "Status",
+        at: now.rfc3339(),
+        state_dir: state_dir.to_owned(),
+        nodes,
+        services,
+    })
+}
+
+fn node_status(m: &NodeMemory, now: Timestamp, recent_actions: Vec<ActionRecord>) -> NodeStatus {
+    let h = &m.health;
+    NodeStatus {
+        lifecycle: h.lifecycle,
+        breaker: h.breaker.view(now),
+        last_check: h.last_check.map(Timestamp::rfc3339),
+        problem: h.problem.clone(),
+        heal_attempts: h.heal_attempts,
+        cordoned: m.cordons.iter().copied().collect(),
+        degraded: m.degraded,
+        last_known_good: m.last_known_good.as_ref().map(|c| c.model.clone()),
+        gpu_temp_c: m.last_temp_c,
+        recent_actions,
+    }
+}
+
+fn table(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
+        "NODE", "STATE", "BREAKER", "LAST CHECK", "ATTEMPTS", "PROBLEM"
+    );
+    for (name, n) in &r.nodes {
+        let mut problem = n.problem.clone().unwrap_or_else(|| "-".into());
+        if !n.cordoned.is_empty() {
+            let reasons: Vec<String> = n.cordoned.iter().map(|c| c.to_string()).collect();
+            problem = format!("[cordoned: {}] {problem}", reasons.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
+            name,
+            n.lifecycle.as_str(),
+            n.breaker.to_string(),
+            n.last_check.as_deref().unwrap_or("never"),
+            n.heal_attempts,
+            problem
+        );
+    }
+    for (name, s) in &r.services {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
+            format!("service/{name}"),
+            s.lifecycle.as_str(),
+            s.breaker.to_string(),
+            s.last_check.as_deref().unwrap_or("never"),
+            s.heal_attempts,
+            s.problem.as_deref().unwrap_or("-")
+        );
+    }
+    let any_actions = r.nodes.values().any(|n| !n.recent_actions.is_empty());
+    if any_actions {
+        out.push_str("\nRecent actions:\n");
+        for (name, n) in &r.nodes {
+            for a in &n.recent_actions {
+                let what = serde_json::from_value::<crate::plan::step::Action>(a.action.clone())
+                    .map(|x| crate::plan::render::action_line(&x))
+                    .unwrap_or_else(|_| a.action.to_string());
+                let how = a.end.as_ref().map(|e| e.status.as_str()).unwrap_or("running");
+                let _ = writeln!(out, "  {name:<16} {}  {what}: {how}", a.started.rfc3339());
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::print_stdout)]
+fn print(s: &str) {
+    print!("{s}");
+}
