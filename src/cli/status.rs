@@ -148,8 +148,8 @@ fn table(r: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
-        "NODE", "STATE", "BREAKER", "LAST CHECK", "ATTEMPTS", "PROBLEM"
+        "{:<16} {:<10} {:<10} {:<25} {:>8}  PROBLEM",
+        "NODE", "STATE", "BREAKER", "LAST CHECK", "ATTEMPTS"
     );
     for (name, n) in &r.nodes {
         let mut problem = n.problem.clone().unwrap_or_else(|| "-".into());
