@@ -216,7 +216,13 @@ async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
     };
     let observed = crate::observe::observe_all(&desired, &http, &overrides, &|| clock.now()).await;
     let now = clock.now();
-    let out = plan(&PlanInput { desired: &desired, observed: &observed, memory: &memory, now });
+    let out = plan(&PlanInput {
+        desired: &desired,
+        observed: &observed,
+        memory: &memory,
+        now,
+        focus: None,
+    });
     let in_sync = out.plan.is_empty();
     match a.output {
         Output::Table => print_text(&render(&out.plan, &observed, &desired)),

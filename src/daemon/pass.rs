@@ -92,8 +92,13 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
     let observation =
         crate::observe::observe_all(env.desired, env.http, &overrides, &|| clock.now()).await;
     let now = env.clock.now();
-    let out =
-        plan(&PlanInput { desired: env.desired, observed: &observation, memory: &memory, now });
+    let out = plan(&PlanInput {
+        desired: env.desired,
+        observed: &observation,
+        memory: &memory,
+        now,
+        focus: None,
+    });
     let recorder = StoreRecorder::new(store.clone(), env.clock, &env.correlation);
 
     record_transitions(&recorder, &memory, &out.memory, &out.plan);

@@ -41,6 +41,26 @@ pub struct PlanInput<'a> {
     pub observed: &'a Observation,
     pub memory: &'a Memory,
     pub now: Timestamp,
+    /// Plan only these nodes and services (the daemon's per-node passes); `None` plans all.
+    /// The others' latest observations still count for cluster-wide decisions (mass failure,
+    /// routing), but their memory is left untouched and they get no plan.
+    pub focus: Option<&'a Focus>,
+}
+
+/// Which nodes and services a pass plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Focus {
+    pub nodes: BTreeSet<String>,
+    pub services: BTreeSet<String>,
+}
+
+impl Focus {
+    pub fn node(name: &str) -> Focus {
+        Focus { nodes: [name.to_owned()].into(), services: BTreeSet::new() }
+    }
+    pub fn service(name: &str) -> Focus {
+        Focus { nodes: BTreeSet::new(), services: [name.to_owned()].into() }
+    }
 }
 
 /// The plan and the remembered state after this pass's observation.
@@ -56,7 +76,9 @@ const SERIOUS_XIDS: &[u32] = &[48, 63, 64, 74, 79, 92, 94, 95, 119, 120];
 /// Plans one pass. Nodes and services missing from the observation (not probed in this pass)
 /// keep their memory untouched and get no plan.
 pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
-    let PlanInput { desired, observed, memory, now } = *input;
+    let PlanInput { desired, observed, memory, now, focus } = *input;
+    let planned_node = |n: &str| focus.is_none_or(|f| f.nodes.contains(n));
+    let planned_service = |n: &str| focus.is_none_or(|f| f.services.contains(n));
     let cluster = &desired.cluster;
     let mut mem = memory.clone();
     // Forget what is no longer desired (the store prunes the rows too).
@@ -67,6 +89,14 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
     let mut diagnosed: BTreeMap<&str, Vec<Problem>> = BTreeMap::new();
     for (name, spec) in &desired.nodes {
         let Some(obs) = observed.nodes.get(name) else { continue };
+        if !planned_node(name) {
+            // Outside the focus: diagnosed on a copy, for cluster-wide decisions only.
+            let mut copy = mem.nodes.get(name).cloned().unwrap_or_default();
+            let eff = effective_spec(spec, &mut copy);
+            diagnosed
+                .insert(name.as_str(), diagnose_with_memory(desired, &eff, obs, &mut copy, now));
+            continue;
+        }
         let m = mem.nodes.entry(name.clone()).or_default();
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
@@ -104,10 +134,15 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
     }
 
     let mut plan = Plan { at: now, desired_hash: desired.hash.clone(), ..Plan::default() };
+    let mut others: BTreeMap<&str, Vec<Problem>> = BTreeMap::new();
     for (name, problems) in diagnosed {
         let (Some(spec), Some(obs)) = (desired.nodes.get(name), observed.nodes.get(name)) else {
             continue;
         };
+        if !planned_node(name) {
+            others.insert(name, problems);
+            continue;
+        }
         let m = mem.nodes.entry(name.to_owned()).or_default();
         let np = plan_node(desired, name, spec, obs, m, problems, mass, now);
         plan.nodes.insert(name.to_owned(), np);
@@ -115,11 +150,15 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
 
     for (name, spec) in &desired.services {
         let Some(obs) = observed.services.get(name) else { continue };
+        if !planned_service(name) {
+            continue;
+        }
         let m = mem.services.entry(name.clone()).or_default();
         plan.services.insert(name.clone(), plan_service(cluster, name, spec, obs, m, mass, now));
     }
 
-    plan.routing = routing_table(&desired.routing, &|node| eligibility(desired, &mem, &plan, node));
+    plan.routing =
+        routing_table(&desired.routing, &|node| eligibility(desired, &mem, &plan, &others, node));
     for category in plan.routing.fallback_categories() {
         let has_remote =
             plan.routing.categories.get(category).is_some_and(|r| !r.targets.is_empty());
@@ -1262,7 +1301,13 @@ fn plan_service(
 }
 
 /// Whether a node may receive traffic after this plan.
-fn eligibility(desired: &DesiredState, mem: &Memory, plan: &Plan, node: &str) -> Eligibility {
+fn eligibility(
+    desired: &DesiredState,
+    mem: &Memory,
+    plan: &Plan,
+    others: &BTreeMap<&str, Vec<Problem>>,
+    node: &str,
+) -> Eligibility {
     let Some(spec) = desired.nodes.get(node) else { return Err("not a desired node".into()) };
     let m = mem.nodes.get(node).cloned().unwrap_or_default();
     let mut cordons: BTreeSet<CordonReason> = m.cordon_reasons(spec.cordoned).into_iter().collect();
@@ -1287,6 +1332,15 @@ fn eligibility(desired: &DesiredState, mem: &Memory, plan: &Plan, node: &str) ->
         Some(np) => {
             if let Some(p) = np
                 .problems
+                .iter()
+                .find(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }))
+            {
+                return Err(p.short().to_owned());
+            }
+        }
+        None if others.contains_key(node) => {
+            let problems = &others[node];
+            if let Some(p) = problems
                 .iter()
                 .find(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }))
             {

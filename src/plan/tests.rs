@@ -107,7 +107,7 @@ fn obs1(o: NodeObservation) -> Observation {
 }
 
 fn run(d: &DesiredState, o: &Observation, m: &Memory, now: Timestamp) -> PlanOutput {
-    plan(&PlanInput { desired: d, observed: o, memory: m, now })
+    plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None })
 }
 
 #[track_caller]
@@ -1086,4 +1086,24 @@ fn failed_verification_is_healed_again() {
         # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
     "#]],
     );
+}
+
+/// A per-node pass (the daemon's) plans only its node: the other nodes' memory is untouched,
+/// but their latest observations still count for the mass-failure hold and the routing table.
+#[test]
+fn focus_plans_one_node_but_sees_the_cluster() {
+    let d = cluster_of(4);
+    let o = cluster_obs(4, 3);
+    let focus = super::Focus::node("n0");
+    let out = plan(&PlanInput {
+        desired: &d,
+        observed: &o,
+        memory: &Memory::default(),
+        now: T0,
+        focus: Some(&focus),
+    });
+    assert_eq!(out.plan.nodes.keys().collect::<Vec<_>>(), ["n0"]);
+    assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
+    assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
+    assert_eq!(out.memory.nodes["n0"].health.consecutive_failures, 2);
 }
