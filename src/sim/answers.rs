@@ -35,10 +35,8 @@ pub struct AnswerTable {
 impl AnswerTable {
     /// The built-in answers plus `extra` rules (which take precedence, in order).
     pub fn new(extra: &[AnswerRule]) -> AnswerTable {
-        let mut rules: Vec<(String, String)> = extra
-            .iter()
-            .map(|r| (r.prompt_contains.to_lowercase(), r.answer.clone()))
-            .collect();
+        let mut rules: Vec<(String, String)> =
+            extra.iter().map(|r| (r.prompt_contains.to_lowercase(), r.answer.clone())).collect();
         rules.extend(BUILTIN.iter().map(|(p, a)| (p.to_lowercase(), (*a).to_owned())));
         AnswerTable { rules }
     }
@@ -65,11 +63,7 @@ pub fn truncate_tokens(text: &str, max_tokens: Option<u32>) -> (String, bool) {
     };
     let words: Vec<&str> = text.split_whitespace().collect();
     let max = usize::try_from(max).unwrap_or(usize::MAX).max(1);
-    if words.len() <= max {
-        (text.to_owned(), false)
-    } else {
-        (words[..max].join(" "), true)
-    }
+    if words.len() <= max { (text.to_owned(), false) } else { (words[..max].join(" "), true) }
 }
 
 /// Simulated token count of a text (words, at least 1 for non-empty text).

@@ -243,14 +243,7 @@ const COMMON_KEYS: [&str; 5] = ["model", "path", "times", "for", "survives-resta
 impl Fault {
     /// A fault of `kind` on the whole node, persistent until cleared.
     pub fn new(kind: FaultKind) -> Fault {
-        Fault {
-            kind,
-            model: None,
-            path: None,
-            times: None,
-            duration: None,
-            survives_restart: None,
-        }
+        Fault { kind, model: None, path: None, times: None, duration: None, survives_restart: None }
     }
 
     /// Only `model` is affected.

@@ -157,7 +157,10 @@ impl LoadRequest {
 pub enum LoadOutcome {
     Ok,
     /// Does not fit (or an `oom` fault): `need` bytes, `free` bytes.
-    OutOfMemory { need: u64, free: u64 },
+    OutOfMemory {
+        need: u64,
+        free: u64,
+    },
     /// The model cannot be loaded (`load-fails`).
     Fails,
 }
@@ -292,9 +295,14 @@ pub enum UnloadError {
 pub enum Process {
     Up,
     /// Down until `until`, then starts empty.
-    Restarting { until: Timestamp },
+    Restarting {
+        until: Timestamp,
+    },
     /// A single-model server whose model failed or crashed: it exited; only a restart helps.
-    Exited { code: i32, at: Timestamp },
+    Exited {
+        code: i32,
+        at: Timestamp,
+    },
 }
 
 /// One injected fault with its lifetime.
@@ -361,7 +369,7 @@ pub struct ChatAnswer {
     pub truncated: bool,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
-    /// Time before the first token (the configured chat latency).
+    /// Time before the first token (the configured chat latency plus prompt processing).
     pub latency: Duration,
     /// Generation time at the node's tokens per second.
     pub generation: Duration,
@@ -540,7 +548,8 @@ impl NodeModel {
                 let keep = KeepAlive::Forever;
                 let req = LoadRequest::new(&m.name).with_origin(LoadOrigin::Startup);
                 let inst = node.new_instance(m, &req, keep, now);
-                node.instances.push(Instance { state: InstanceState::Loaded { since: now }, ..inst });
+                node.instances
+                    .push(Instance { state: InstanceState::Loaded { since: now }, ..inst });
             }
         }
         node.celsius = node.thermal_target();
@@ -631,6 +640,11 @@ impl NodeModel {
     /// The loaded instance of `model` (by instance id or model name), if any.
     pub fn loaded_instance(&self, model: &str) -> Option<&Instance> {
         self.loaded().find(|i| i.id == model || same_model(&i.model, model))
+    }
+
+    /// The load in progress of `model`, if any.
+    pub fn loading_seq(&self, model: &str) -> Option<u64> {
+        self.instances.iter().find(|i| i.is_loading() && same_model(&i.model, model)).map(|i| i.seq)
     }
 
     /// The instance `id` in any state.
@@ -851,9 +865,8 @@ impl NodeModel {
             self.crash_instance(seq, now);
         }
         self.finish_loads(now);
-        self.instances.retain(
-            |i| !matches!(i.state, InstanceState::Unloading { done_at } if now >= done_at),
-        );
+        self.instances
+            .retain(|i| !matches!(i.state, InstanceState::Unloading { done_at } if now >= done_at));
         let expired: Vec<u64> = self
             .instances
             .iter()
@@ -957,11 +970,8 @@ impl NodeModel {
         let target = self.thermal_target();
         let dt = now.since(self.celsius_at).as_secs_f64();
         let tau = self.cfg.gpu.tau.get().as_secs_f64();
-        self.celsius = if tau <= 0.0 {
-            target
-        } else {
-            target + (self.celsius - target) * (-dt / tau).exp()
-        };
+        self.celsius =
+            if tau <= 0.0 { target } else { target + (self.celsius - target) * (-dt / tau).exp() };
         self.celsius_at = now.max(self.celsius_at);
     }
 
@@ -997,8 +1007,7 @@ impl NodeModel {
         let Some(m) = self.downloaded_model(&req.model).cloned() else {
             return Err(LoadError::NotFound(req.model));
         };
-        if self.cfg.router && self.instances.iter().any(|i| i.is_running() && i.model == m.name)
-        {
+        if self.cfg.router && self.instances.iter().any(|i| i.is_running() && i.model == m.name) {
             return Err(LoadError::AlreadyRunning(m.name));
         }
         if self.cfg.router && self.cfg.models_max > 0 {
@@ -1194,8 +1203,7 @@ impl NodeModel {
         let inst = &mut self.instances[pos];
         let size = inst.vram();
         if let Some(bytes) = leak {
-            self.leaked =
-                self.leaked.saturating_add(bytes.map_or(size, |b| b.bytes().min(size)));
+            self.leaked = self.leaked.saturating_add(bytes.map_or(size, |b| b.bytes().min(size)));
         }
         if unload_time.is_zero() || inst.is_loading() {
             self.instances.remove(pos);
@@ -1293,23 +1301,25 @@ impl NodeModel {
     ) -> Option<ChatAnswer> {
         self.tick(now);
         let inst = self.loaded_instance(id)?.clone();
-        let wrong = self
-            .take_model_fault(&inst.model, |k| matches!(k, FaultKind::WrongAnswers))
-            .is_some();
-        let full =
-            if wrong { WRONG_ANSWER.to_owned() } else { table.answer(&inst.model, prompt) };
+        let wrong =
+            self.take_model_fault(&inst.model, |k| matches!(k, FaultKind::WrongAnswers)).is_some();
+        let full = if wrong { WRONG_ANSWER.to_owned() } else { table.answer(&inst.model, prompt) };
         let (text, truncated) = answers::truncate_tokens(&full, max_tokens);
         let completion_tokens = answers::count_tokens(&text).max(1);
         let tps = if self.cfg.tokens_per_second > 0.0 { self.cfg.tokens_per_second } else { 50.0 };
         let generation = Duration::from_secs_f64(f64::from(completion_tokens) / tps);
+        // Chat template overhead: a few tokens more than the words of the prompt.
+        let prompt_tokens = answers::count_tokens(prompt).max(1) + 8;
+        // Prompt processing runs about 20 times faster than generation.
+        let prompt_time = Duration::from_secs_f64(f64::from(prompt_tokens) / (tps * 20.0));
         Some(ChatAnswer {
             model: inst.model.clone(),
             instance_id: inst.id.clone(),
             text,
             truncated,
-            prompt_tokens: answers::count_tokens(prompt).max(1) + 8,
+            prompt_tokens,
             completion_tokens,
-            latency: self.settings.chat_latency.get(),
+            latency: self.settings.chat_latency.get() + prompt_time,
             generation,
             wedged: inst.wedged,
         })
@@ -1425,9 +1435,9 @@ impl NodeModel {
     }
 
     fn loads_held(&self, model: &str) -> bool {
-        self.faults.iter().any(|f| {
-            matches!(f.fault.kind, FaultKind::HoldLoads) && f.matches_model(Some(model))
-        })
+        self.faults
+            .iter()
+            .any(|f| matches!(f.fault.kind, FaultKind::HoldLoads) && f.matches_model(Some(model)))
     }
 
     /// The first active fault matching `model` and `pred`, consuming one of its `times`.
