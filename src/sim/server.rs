@@ -639,8 +639,18 @@ async fn truncate(resp: Response<Body>) -> Response<Body> {
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let half = bytes.slice(..bytes.len() / 2);
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len().max(2)));
-    let stream =
-        futures::stream::iter([Ok(half), Err(std::io::Error::other("simulated truncated body"))]);
+    // The pause lets hyper send the headers and the first half before the connection dies.
+    let stream = futures::stream::iter([true, false]).then(move |first| {
+        let half = half.clone();
+        async move {
+            if first {
+                Ok(half)
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(std::io::Error::other("simulated truncated body"))
+            }
+        }
+    });
     Response::from_parts(parts, Body::from_stream(stream))
 }
 
