@@ -261,8 +261,8 @@ async fn sim_command_serves_and_prints_urls() {
 }
 
 fn docs<T: serde::de::DeserializeOwned>(path: &str) -> Vec<Document<T>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let first = text.lines().next().unwrap();
+    let text = std::fs::read_to_string(path).expect("shipped example exists");
+    let first = text.lines().next().expect("not empty");
     assert!(first.starts_with("# yaml-language-server: $schema=../../../schemas/"), "{path}");
     serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

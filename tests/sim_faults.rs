@@ -37,16 +37,16 @@ struct Lab {
 
 async fn lab() -> Lab {
     let sim = start(LAB).await;
-    let m1 = sim.url("m1").unwrap();
-    let m1_admin = sim.node("m1").unwrap().admin_url().to_owned();
-    let o1 = sim.url("o1").unwrap();
+    let m1 = sim.url("m1").expect("m1 in LAB");
+    let m1_admin = sim.node("m1").expect("m1 in LAB").admin_url().to_owned();
+    let o1 = sim.url("o1").expect("o1 in LAB");
     Lab { sim, m1, m1_admin, o1 }
 }
 
 async fn fault(admin: &str, f: Value) -> u64 {
     let (s, v) = post(&format!("{admin}/_sim/fault"), f).await;
     assert_eq!(s, 200, "{v}");
-    v["id"].as_u64().unwrap()
+    v["id"].as_u64().expect("an injected fault has an id")
 }
 
 async fn clear(admin: &str) {

@@ -233,7 +233,8 @@ async fn auth_and_not_found() {
 }
 
 fn status_of(models: &Value, id: &str) -> Value {
-    models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).unwrap()["status"].clone()
+    let data = models["data"].as_array().expect("a model list");
+    data.iter().find(|m| m["id"] == id).expect("the model is listed")["status"].clone()
 }
 
 /// Router: `/models` shows every model `unloaded`; `POST /models/load` answers at once and the

@@ -25,7 +25,7 @@ nodes:
 
 async fn node() -> (homeostat::sim::SimCluster, String) {
     let sim = start(NODE).await;
-    let url = sim.url("o1").unwrap();
+    let url = sim.url("o1").expect("o1 in NODE");
     (sim, url)
 }
 

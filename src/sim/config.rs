@@ -372,16 +372,14 @@ impl SimConfig {
             if n.count.is_some() && n.listen.is_some() {
                 return bad(format!("node {}: `count` and `listen` exclude each other", n.name));
             }
-            if matches!(n.backend, SimBackend::Vllm)
-                || (matches!(n.backend, SimBackend::Llamacpp) && !n.router)
-            {
-                if n.models.is_empty() {
-                    return bad(format!(
-                        "node {}: a {} node serves its first model; list one",
-                        n.name,
-                        if n.router { "llama.cpp router" } else { n.backend.as_str() }
-                    ));
-                }
+            let single = matches!(n.backend, SimBackend::Vllm)
+                || (matches!(n.backend, SimBackend::Llamacpp) && !n.router);
+            if single && n.models.is_empty() {
+                return bad(format!(
+                    "node {}: a {} node serves its first model; list one",
+                    n.name,
+                    n.backend.as_str()
+                ));
             }
             let mut models = BTreeSet::new();
             for m in &n.models {

@@ -17,6 +17,10 @@
 //! enough resources to load the model"), of an unknown model (404 `model_not_found`) and of an
 //! unknown instance on unload (404 `model_not_found`).
 
+// Handlers return ready-made HTTP answers as their error type: one per request, so the
+// size of `Response` does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use axum::Extension;

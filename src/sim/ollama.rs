@@ -18,8 +18,13 @@
 //! - `/v1/models` entries are `owned_by` the model's namespace (`library` for library models);
 //! - `/api/pull` streams progress as NDJSON and ends with `{"status":"success"}`; a failure
 //!   after the first line is an `{"error": ...}` line with status 200.
+//!
 //! The out-of-memory text is Ollama's pre-0.12 "model requires more system memory (X) than
 //! is available (Y)" (llm/server.go before commit 9db4bdb), which users still see quoted.
+
+// Handlers return ready-made HTTP answers as their error type: one per request, so the
+// size of `Response` does not matter.
+#![allow(clippy::result_large_err)]
 
 use std::time::Duration;
 
@@ -233,7 +238,7 @@ async fn ps(Extension(ctx): Extension<Ctx>) -> Response<Body> {
             .collect::<Vec<_>>()
     });
     // Longest remaining first (routes.go PsHandler).
-    models.sort_by(|a, b| b.0.cmp(&a.0));
+    models.sort_by_key(|m| std::cmp::Reverse(m.0));
     let models: Vec<Value> = models.into_iter().map(|(_, v)| v).collect();
     json_response(StatusCode::OK, &json!({"models": models}))
 }

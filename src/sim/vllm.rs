@@ -12,6 +12,7 @@
 //!   /wake_up` (200, empty), `GET /is_sleeping` → `{"is_sleeping": bool}`
 //!   (`serve/dev/sleep/api_router.py`);
 //! - unknown routes are FastAPI's `{"detail": "Not Found"}`.
+//!
 //! UNCONFIRMED, simulated: chat while asleep answers 503; chat with a dead engine answers 500
 //! `InternalServerError`.
 

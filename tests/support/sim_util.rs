@@ -22,7 +22,11 @@ pub fn client() -> reqwest::Client {
 
 pub fn client_with_timeout(t: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(t).pool_max_idle_per_host(0).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(t)
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("a plain HTTP client builds")
 }
 
 /// Status and body (JSON, or the text as a JSON string when it is not JSON).
