@@ -93,8 +93,7 @@ async fn main() {
     let probe_time = t.elapsed();
     let (rss2, hwm) = memory_kib();
     let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
-    let answered: usize =
-        sim.nodes().iter().filter(|n| n.log().len() == 1).count();
+    let answered: usize = sim.nodes().iter().filter(|n| n.log().len() == 1).count();
 
     println!("simulated nodes          {}", sim.nodes().len());
     println!("probes answered 200      {ok} (nodes that logged exactly one request: {answered})");
@@ -105,7 +104,12 @@ async fn main() {
         results.len() as f64 / probe_time.as_secs_f64()
     );
     println!("RSS before start         {:.1} MiB", mib(rss0));
-    println!("RSS after start          {:.1} MiB (+{:.1} MiB, {:.2} KiB per node)", mib(rss1), mib(rss1.saturating_sub(rss0)), rss1.saturating_sub(rss0) as f64 / f64::from(nodes.max(1)));
+    println!(
+        "RSS after start          {:.1} MiB (+{:.1} MiB, {:.2} KiB per node)",
+        mib(rss1),
+        mib(rss1.saturating_sub(rss0)),
+        rss1.saturating_sub(rss0) as f64 / f64::from(nodes.max(1))
+    );
     println!("RSS after probes         {:.1} MiB (peak {:.1} MiB)", mib(rss2), mib(hwm));
     sim.stop().await;
 }

@@ -356,6 +356,26 @@ async fn hold_loads() {
     assert_eq!((s, v["status"].clone()), (200, json!("loaded")));
 }
 
+/// A restart cuts the requests in flight: a load held open (the reconciler waiting on it) fails
+/// when the node restarts, and the node comes back without the model.
+#[tokio::test]
+async fn restart_cuts_a_load_in_flight() {
+    let lab = lab().await;
+    fault(&lab.m1_admin, json!({"kind": "hold-loads"})).await;
+    let load = tokio::spawn({
+        let url = format!("{}/api/v1/models/load", lab.m1);
+        async move { client().post(&url).json(&json!({"model": "google/gemma-3-12b"})).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(&format!("{}/_sim/restart", lab.m1_admin), json!({"down": "50ms"})).await;
+    let r = load.await.unwrap();
+    assert!(r.is_err(), "the connection was cut: {r:?}");
+    let st = lab.sim.node("m1").unwrap().state();
+    assert!(st.instances.is_empty());
+    let kinds: Vec<&str> = st.faults.iter().map(|f| f.fault.kind.name()).collect();
+    assert_eq!(kinds, ["hold-loads"], "held loads survive a restart (tests release them)");
+}
+
 /// `no-heartbeat`: heartbeats posted every interval stop while the fault is active.
 #[tokio::test]
 async fn no_heartbeat() {
