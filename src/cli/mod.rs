@@ -153,7 +153,12 @@ pub fn main() -> ExitCode {
     // install ring before any client is created. Failing means one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    init_tracing(&cli.global);
+    let long_running = match &cli.command {
+        Command::Reconcile(a) => a.is_daemon(),
+        Command::Sim(_) => true,
+        _ => false,
+    };
+    init_tracing(&cli.global, long_running);
     let result = match cli.command {
         Command::Validate(a) => validate::run(&cli.global, a),
         Command::Schema(a) => schema::run(&cli.global, a),
@@ -186,14 +191,18 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn init_tracing(g: &GlobalArgs) {
+/// Log level on stderr: `-q` errors only; by default the long-running commands (the daemon,
+/// `sim`, `demo`) log at info, the one-shot commands only warnings (their result is on stdout,
+/// and a cron job should mail only what matters); `-v` debug, `-vv` trace.
+fn init_tracing(g: &GlobalArgs, long_running: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet {
         "error"
     } else {
-        match g.verbose {
-            0 => "info",
-            1 => "debug",
+        match (g.verbose, long_running) {
+            (0, true) => "info",
+            (0, false) => "warn",
+            (1, _) => "debug",
             _ => "trace",
         }
     };

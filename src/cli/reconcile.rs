@@ -44,6 +44,13 @@ pub struct DiffArgs {
     pub output: Output,
 }
 
+impl ReconcileArgs {
+    /// Neither `--once` nor `diff`: the daemon.
+    pub fn is_daemon(&self) -> bool {
+        !self.once && self.mode.is_none()
+    }
+}
+
 pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
