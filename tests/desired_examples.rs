@@ -16,8 +16,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("a directory of the repository")
+        .map(|e| e.expect("a readable entry").path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     out.sort();
@@ -39,8 +39,8 @@ fn example_manifest_dirs() -> Vec<PathBuf> {
             return;
         }
         let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
+            .expect("a directory of the repository")
+            .map(|e| e.expect("a readable entry").path())
             .filter(|p| p.is_dir())
             .collect();
         subdirs.sort();
@@ -56,8 +56,11 @@ fn example_manifest_dirs() -> Vec<PathBuf> {
 /// Every manifest file below `dir` (recursively).
 fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = yaml_files(dir);
-    let mut subdirs: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("a directory of the repository")
+        .map(|e| e.expect("a readable entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
     subdirs.sort();
     for d in subdirs {
         out.extend(manifest_files(&d));
@@ -125,7 +128,9 @@ fn example_manifest_directories_are_valid() {
     let macs = load_dir(Path::new("examples/two-macs")).unwrap().state;
     assert!(macs.nodes.values().all(|n| n.backend == Backend::Ollama));
     assert_eq!(macs.services.len(), 3);
-    assert!(macs.services.values().all(|s| s.restart.as_ref().is_some_and(|r| r.command[0] == "pm2" || r.command[0] == "ssh")));
+    assert!(macs.services.values().all(|s| {
+        s.restart.as_ref().is_some_and(|r| r.command[0] == "pm2" || r.command[0] == "ssh")
+    }));
     assert_eq!(macs.cluster.swap.unload_above, desired::ByteSize::gib(8));
 }
 
@@ -140,9 +145,9 @@ fn manifest_files_name_a_schema_that_accepts_them() {
         for file in manifest_files(&dir) {
             let text = std::fs::read_to_string(&file).unwrap();
             let first = text.lines().next().unwrap_or_default();
-            let rel = first
-                .strip_prefix("# yaml-language-server: $schema=")
-                .unwrap_or_else(|| panic!("{}: first line is not a $schema comment", file.display()));
+            let rel = first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| {
+                panic!("{}: first line is not a $schema comment", file.display())
+            });
             let schema_path = file.parent().unwrap().join(rel);
             let schema_text = std::fs::read_to_string(&schema_path)
                 .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), schema_path.display()));
@@ -151,7 +156,8 @@ fn manifest_files_name_a_schema_that_accepts_them() {
             let parsed = desired::yaml::parse(&text);
             for doc in parsed.docs.iter().filter_map(|d| d.root.as_ref()) {
                 let json = doc.to_json();
-                let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+                let errors: Vec<String> =
+                    validator.iter_errors(&json).map(|e| e.to_string()).collect();
                 assert!(errors.is_empty(), "{}: {errors:?}", file.display());
                 checked += 1;
             }
@@ -225,7 +231,10 @@ fn validate_command() {
         ),
         "{stderr}"
     );
-    assert!(stderr.ends_with("tests/fixtures/bad/route_to_missing_node: invalid: 2 errors\n"), "{stderr}");
+    assert!(
+        stderr.ends_with("tests/fixtures/bad/route_to_missing_node: invalid: 2 errors\n"),
+        "{stderr}"
+    );
     assert!(bad.stdout.is_empty());
 
     let json = Command::new(BIN)
@@ -265,5 +274,26 @@ fn from_yaml_str_builds_a_state() {
     assert_eq!(state.nodes["a"].models[0].size, desired::ByteSize::gib(3));
     assert_eq!(state.hash.len(), 64);
     let err = desired::from_yaml_str("apiVersion: homeostat.dev/v1\nkind: Nod\n").unwrap_err();
-    assert_eq!(err.to_string(), "<inline>:2:7: error: kind: unknown kind `Nod`\n  hint: did you mean `Node`?");
+    assert_eq!(
+        err.to_string(),
+        "<inline>:2:7: error: kind: unknown kind `Nod`\n  hint: did you mean `Node`?"
+    );
+}
+
+/// The README's table of Cluster defaults is exactly `defaults::cluster_table()` (which
+/// `validate --help` prints and the schemas carry), row for row.
+#[test]
+fn readme_defaults_table_is_current() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let begin = readme.find("<!-- cluster-defaults:begin -->").expect("table start marker");
+    let end = readme.find("<!-- cluster-defaults:end -->").expect("table end marker");
+    let rows: Vec<(String, String)> = readme[begin..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[2].trim_matches('`').to_owned())
+        })
+        .collect();
+    assert_eq!(rows, desired::defaults::cluster_table());
 }

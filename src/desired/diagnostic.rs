@@ -330,10 +330,14 @@ pub fn looks_like_secret(s: &str) -> bool {
         "hf_",
         "AKIA",
     ];
-    if t.len() >= 12 && PREFIXES.iter().any(|p| t.starts_with(p)) {
+    // A token is one word: prose that happens to start like one ("sk-learn is ...") is not.
+    let one_word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+    if t.len() >= 12 && one_word(t) && PREFIXES.iter().any(|p| t.starts_with(p)) {
         return true;
     }
-    t.len() >= 8 && t.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+    t.len() >= 15
+        && t.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        && t.get(7..).is_some_and(one_word)
 }
 
 /// Whether a word is shaped like a token: a credential by [`looks_like_secret`], or a run of
@@ -407,6 +411,9 @@ mod tests {
         assert!(looks_like_secret("ghp_0123456789abcdefABCDEF"));
         assert!(!looks_like_secret("qwen/qwen3-8b"));
         assert!(!looks_like_secret("http://10.5.0.2:1234"));
+        assert!(looks_like_secret("Bearer abcdef123456"));
+        assert!(!looks_like_secret("Bearer tokens go in a header. Why?"));
+        assert!(!looks_like_secret("sk-learn is a Python library"));
         assert!(looks_token_shaped("a3f9c2e7b1d04f6a9e8c7b6a5d4c3b2a"));
         assert!(!looks_token_shaped("qwen2.5-coder-32b-instruct-q4_k_m"));
     }

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::diagnostic::{Diagnostic, Mark, Seg, did_you_mean, redact_token_like, render_path};
@@ -56,6 +57,8 @@ struct Doc<'a> {
     name: Option<&'a str>,
     /// Nothing found by layers 1–4: the typed pass may run.
     clean: bool,
+    /// The document as JSON (layer 4's input), kept for the typed pass's fast path.
+    json: serde_json::Value,
 }
 
 impl Doc<'_> {
@@ -170,9 +173,15 @@ pub(crate) fn compile(
         // The header layer reported these already.
         handled.push(vec![Seg::from("apiVersion")]);
         handled.push(vec![Seg::from("kind")]);
-        let json = doc.root.to_json();
-        let schema_errors =
-            super::schema::check(doc.kind, doc.root, &json, doc.file, &handled, &found.refused_in);
+        doc.json = doc.root.to_json();
+        let schema_errors = super::schema::check(
+            doc.kind,
+            doc.root,
+            &doc.json,
+            doc.file,
+            &handled,
+            &found.refused_in,
+        );
         if !found.diagnostics.is_empty() || !schema_errors.is_empty() {
             doc.clean = false;
         }
@@ -350,11 +359,30 @@ fn header<'a>(
         },
     };
     let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::as_str);
-    Some(Doc { file, text, first_line: d.first_line, root, kind, name, clean })
+    Some(Doc {
+        file,
+        text,
+        first_line: d.first_line,
+        root,
+        kind,
+        name,
+        clean,
+        json: serde_json::Value::Null,
+    })
 }
 
-/// Layer 5: serde-saphyr on the document's own text, straight into `Document<S>`.
+/// Layer 5: the document straight into `Document<S>` (its kind picked `S`; no tagged enum, so
+/// nothing is buffered and errors keep their position).
+///
+/// Fast path: the document already passed its JSON Schema, so its JSON value (built from the
+/// same YAML events) almost always deserialises as is, several times faster than parsing the
+/// text again. When it does not (a number too large for its field, ...), serde-saphyr reads the
+/// document's own text and is the authority: its value is used, or its error is reported with
+/// its line and column.
 fn deserialize<S: DeserializeOwned>(doc: &Doc<'_>) -> Result<(Metadata, S), Box<Diagnostic>> {
+    if let Ok(d) = Document::<S>::deserialize(&doc.json) {
+        return Ok((d.metadata, d.spec));
+    }
     match serde_saphyr::from_str::<Document<S>>(doc.text) {
         Ok(d) => Ok((d.metadata, d.spec)),
         Err(e) => {
