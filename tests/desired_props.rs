@@ -1,5 +1,6 @@
 //! Property tests of the manifest loader: any valid manifest set, serialised to YAML, loads back
-//! to the same value; no input (bytes, YAML-ish token soup, random documents) panics the loader.
+//! to the same value; no input (bytes, YAML-ish token soup, random documents) panics the loader,
+//! and a credential planted anywhere in such input (value, key, kind) is never printed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,13 +34,19 @@ fn secret_ref() -> impl Strategy<Value = SecretRef> {
 }
 
 fn argv() -> impl Strategy<Value = Vec<String>> {
-    ("[a-z/][a-z0-9/_.-]{0,12}", prop::collection::vec("[a-zA-Z0-9@.:=/_-]{1,12}", 0..4)).prop_map(
-        |(program, args)| {
+    (
+        "[a-z/][a-z0-9/_.-]{0,12}".prop_filter("not credential-shaped", |s| !looks_like_secret(s)),
+        prop::collection::vec(
+            "[a-zA-Z0-9@.:=/_-]{1,12}"
+                .prop_filter("not credential-shaped", |s| !looks_like_secret(s)),
+            0..4,
+        ),
+    )
+        .prop_map(|(program, args)| {
             let mut v = vec![program];
             v.extend(args);
             v
-        },
-    )
+        })
 }
 
 fn url() -> impl Strategy<Value = String> {
@@ -333,7 +340,8 @@ fn yaml_soup() -> impl Strategy<Value = String> {
             "Routing",
             "BenchmarkSuite",
             "Notifier",
-            "Nod"
+            "Nod",
+            "sk-live-0123456789abcdef"
         ])
         .prop_map(|k| format!("kind: {k}\n")),
         Just("metadata:\n  name: m1\n".to_owned()),
@@ -386,6 +394,7 @@ fn yaml_soup() -> impl Strategy<Value = String> {
             "command",
             "restart",
             "probe",
+            "sk-live-0123456789abcdef",
         ])
         .prop_map(|k| format!("{k}: ")),
         "[a-z0-9.:/]{1,10}",
@@ -462,6 +471,7 @@ fn tree() -> impl Strategy<Value = serde_json::Value> {
         "labels",
         "apiKey",
         "token",
+        "sk-live-0123456789abcdef",
     ]);
     leaf.prop_recursive(5, 48, 6, move |inner| {
         prop_oneof![
@@ -473,12 +483,16 @@ fn tree() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// The secret the generators plant in their inputs; no diagnostic may ever print it.
+const PLANTED: &str = "0123456789abcdef";
+
 /// The loader's result must be usable whatever the input: an Ok state or diagnostics that
-/// render, each error with a 1-based position when it has one.
+/// render, each error with a 1-based position when it has one, none quoting the planted secret.
 fn assert_well_formed(result: Result<DesiredState, Diagnostics>) {
     if let Err(d) = result {
         assert!(d.error_count() > 0);
-        let _ = d.to_string();
+        let text = d.to_string();
+        assert!(!text.contains(PLANTED), "a secret leaked:\n{text}");
         for x in d.iter() {
             assert!(x.line.is_none_or(|l| l >= 1) && x.column.is_none_or(|c| c >= 1), "{x:?}");
         }
@@ -514,14 +528,15 @@ proptest! {
     }
 
     /// YAML-ish token soup (tabs, anchors, merge keys, directives, broken flow collections)
-    /// never panics the loader.
+    /// never panics the loader, and the credential it may contain is never printed.
     #[test]
     fn yaml_soup_never_panics(text in yaml_soup()) {
         assert_well_formed(from_yaml_str(&text));
     }
 
     /// Well-formed documents of every kind with random specs built from real field names never
-    /// panic the schema and semantic layers.
+    /// panic the schema and semantic layers, and never print the credential planted as a key or
+    /// a value.
     #[test]
     fn random_documents_never_panic(kind in prop::sample::select(Kind::ALL.to_vec()), spec in tree()) {
         let doc = serde_json::json!({

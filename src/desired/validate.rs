@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::diagnostic::{Diagnostic, Mark, Seg, did_you_mean, redact_token_like, render_path};
+use super::diagnostic::{
+    Diagnostic, Mark, Seg, did_you_mean, looks_like_secret, redact_token_like, render_path,
+};
 use super::types::*;
 use super::units::{ByteSize, Dur};
 use super::yaml::{self, Node, printable};
@@ -302,7 +304,9 @@ fn header<'a>(
         Some(v) => {
             clean = false;
             let found = match v.as_str() {
-                Some(s) if s.chars().count() <= 40 => format!("`{}`", printable(s)),
+                Some(s) if s.chars().count() <= 40 && !looks_like_secret(s) => {
+                    format!("`{}`", printable(s))
+                }
                 _ => v.describe().to_owned(),
             };
             diags.push(
@@ -334,7 +338,11 @@ fn header<'a>(
                         Some(m) => format!("did you mean `{m}`?"),
                         None => format!("known kinds: {}", kind_list()),
                     };
-                    let shown = if s.chars().count() <= 40 { printable(s) } else { "…".into() };
+                    let shown = if s.chars().count() <= 40 && !looks_like_secret(s) {
+                        printable(s)
+                    } else {
+                        "(not shown)".into()
+                    };
                     diags.push(
                         Diagnostic::error(file, format!("unknown kind `{shown}`"))
                             .at(Some(k.mark))
@@ -395,12 +403,52 @@ fn deserialize<S: DeserializeOwned>(doc: &Doc<'_>) -> Result<(Metadata, S), Box<
                 Some(i) => text[..i].to_owned(),
                 None => text,
             };
+            let message = match text.strip_prefix("invalid ") {
+                Some("u8") => "expected an integer from 0 to 255".to_owned(),
+                Some("u16") => "expected an integer from 0 to 65535".to_owned(),
+                Some("u32") => "expected an integer from 0 to 4294967295".to_owned(),
+                Some("u64") => "expected an integer from 0 to 18446744073709551615".to_owned(),
+                _ => redact_token_like(&text),
+            };
+            let path = mark.and_then(|m| path_at(doc.root, m)).map(|p| render_path(&p));
             Err(Box::new(
-                Diagnostic::error(doc.file, redact_token_like(&text))
-                    .at(mark.or(Some(doc.root.mark))),
+                Diagnostic::error(doc.file, message)
+                    .at(mark.or(Some(doc.root.mark)))
+                    .path(path.unwrap_or_default()),
             ))
         }
     }
+}
+
+/// The path of the node (or key) written at `mark`, to name where a typed error is.
+fn path_at(root: &Node, mark: Mark) -> Option<Vec<Seg>> {
+    let mut stack: Vec<(Vec<Seg>, &Node)> = vec![(Vec::new(), root)];
+    while let Some((path, node)) = stack.pop() {
+        if node.mark == mark && !path.is_empty() {
+            return Some(path);
+        }
+        match &node.value {
+            yaml::Value::Map(entries) => {
+                for e in entries {
+                    let mut p = path.clone();
+                    p.push(Seg::Key(e.key.clone()));
+                    if e.key_mark == mark {
+                        return Some(p);
+                    }
+                    stack.push((p, &e.value));
+                }
+            }
+            yaml::Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let mut p = path.clone();
+                    p.push(Seg::Index(i));
+                    stack.push((p, item));
+                }
+            }
+            yaml::Value::Scalar(_) => {}
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -403,8 +403,13 @@ impl Builder {
     }
 }
 
-/// A key shortened for messages (keys are names, but a fuzzed or pasted key may be anything).
+/// A user's string as messages may show it: shortened, control characters replaced, and
+/// `[redacted]` when it is shaped like a credential (a pasted token can end up anywhere, even
+/// in a name).
 pub fn printable(s: &str) -> String {
+    if super::diagnostic::looks_like_secret(s) {
+        return "[redacted]".to_owned();
+    }
     let mut out: String =
         s.chars().take(60).map(|c| if c.is_control() { '?' } else { c }).collect();
     if s.chars().count() > 60 {
