@@ -1,5 +1,7 @@
 //! `reconcile --once` against the simulator: the healing scenarios of issue 5.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/harness.rs"]
 mod harness;
 
