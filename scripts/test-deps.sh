@@ -108,6 +108,10 @@ if [[ -z $wheel ]]; then
     step "building $llama_pkg from source (about 12 minutes on 2 cores; cached afterwards in $wheel_dir)"
     mkdir -p "$wheel_cache"
     build_dir=$(mktemp -d "$wheel_cache/build.XXXXXX")
+    # An interrupted build leaves nothing behind in the cache.
+    trap 'rm -rf "$build_dir"' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     CMAKE_ARGS=$llama_cmake_args LLAMA_CPP_BUILD_JOBS=$(nproc) PIP_CONSTRAINT=$build_constraints \
         pip wheel --no-deps -w "$build_dir" "$llama_pkg" ||
         { rm -rf "$build_dir"; die "building $llama_pkg failed (see $log)"; }
