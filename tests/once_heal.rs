@@ -18,7 +18,7 @@ nodes:
 ";
 
 fn manifests(sim: &homeostat::sim::SimCluster) -> String {
-    let url = sim.url("m1").unwrap();
+    let url = sim.url("m1").expect("the simulator has m1");
     format!(
         "apiVersion: homeostat.dev/v1
 kind: Node
@@ -122,7 +122,7 @@ async fn wedged_model_is_unloaded_then_loaded_after_the_settle() {
 
 /// `m1` with a restart command (the simulator's restart through `homeostat sim ctl`).
 fn lm_manifests_with_restart(sim: &homeostat::sim::SimCluster) -> String {
-    let m1 = sim.node("m1").unwrap();
+    let m1 = sim.node("m1").expect("the simulator has m1");
     let node = once_util::lm_node(
         "m1",
         m1.url(),
@@ -193,7 +193,7 @@ nodes:
 fn primary_manifests(sim: &homeostat::sim::SimCluster, primary: &str) -> String {
     let node = once_util::lm_node(
         "m1",
-        &sim.url("m1").unwrap(),
+        &sim.url("m1").expect("the simulator has m1"),
         "24GiB",
         &[&format!("{{ name: {primary}, size: 6GiB, contextLength: 8192 }}")],
         &[],
@@ -433,9 +433,9 @@ nodes:
 
 /// `m1` and `m2` with telemetry from their exporters, and a routing category over both.
 fn two_nodes(sim: &homeostat::sim::SimCluster) -> String {
-    let mut out = format!("{CLUSTER}");
+    let mut out = CLUSTER.to_owned();
     for name in ["m1", "m2"] {
-        let n = sim.node(name).unwrap();
+        let n = sim.node(name).expect("a simulated node");
         out.push_str("---\n");
         out.push_str(&once_util::lm_node(
             name,
@@ -649,4 +649,62 @@ async fn status_and_events_after_a_heal() {
             "{e}"
         );
     }
+}
+
+/// A `Service` whose HTTP probe fails (its port refuses connections) is restarted by its argv
+/// command (here the simulator's restart through `homeostat sim ctl`), proven by its probe, and
+/// shown healthy by `status`; a service that answers is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_service_is_restarted_by_its_command() {
+    let sim = "
+nodes:
+  - name: gw
+    backend: lmstudio
+    listen: 127.0.0.1:0
+    restart-time: 30ms
+    models: [{ name: qwen/qwen3-8b, size: 6GiB }]
+";
+    let h = Harness::start(sim, |sim| {
+        let gw = sim.node("gw").unwrap();
+        format!(
+            "{CLUSTER}---
+apiVersion: homeostat.dev/v1
+kind: Service
+metadata: {{ name: gateway }}
+spec:
+  probe: {{ url: \"{}/api/v1/models\" }}
+  {}
+",
+            gw.url(),
+            once_util::sim_restart(&gw)
+        )
+    })
+    .await;
+    let gw = h.node("gw");
+    let (code, out, err) = h.once().await;
+    assert_eq!(code, 0, "the service answers: {out}{err}");
+    assert_eq!(gw.state().restarts, 0);
+
+    gw.inject(fault(json!({"kind": "down"})));
+    let (code, out, _) = h.once().await;
+    assert_eq!(code, 3, "detected: {out}");
+    assert!(out.contains("still unhealthy: service/gateway"), "{out}");
+    assert_eq!(gw.state().restarts, 0, "held by the action delay");
+    pause(AFTER_ACTION_DELAY).await;
+    let (code, out, err) = h.once().await;
+    assert_eq!(code, 0, "restarted and answering: {out}{err}");
+    assert_eq!(gw.state().restarts, 1, "the restart command ran once");
+    assert!(gw.state().listening);
+
+    let st = status_json(&h).await;
+    let s = &st["services"]["gateway"];
+    assert_eq!(s["lifecycle"], "healthy", "{st}");
+    assert_eq!(s["healAttempts"], 1, "{st}");
+    assert_eq!(s["breaker"], "closed", "{st}");
+    let kinds: Vec<_> = events(&h)
+        .into_iter()
+        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("service.heal.")))
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("service.heal.started"), json!("service.heal.succeeded")]);
 }
