@@ -223,6 +223,7 @@ async fn execute_node(
         }
         let Some(client) = &client else { break };
         let started = ctx.clock.now();
+        let logged = ctx.recorder.begin_action(name, &step.action);
         ctx.recorder.event(
             Some(name),
             "action.started",
@@ -256,6 +257,9 @@ async fn execute_node(
                 StepOutcome::Failed { took_ms, error }
             }
         };
+        if let Some(id) = logged {
+            ctx.recorder.finish_action(id, &outcome);
+        }
         ctx.recorder.event(
             Some(name),
             "action.finished",

@@ -1300,6 +1300,27 @@ fn plan_service(
     sp
 }
 
+/// The routing table once the plan has been carried out: nodes in `verified` (their heal passed
+/// verification in this pass) no longer count the failures they were planned for, and cordons
+/// and lifecycles come from `memory` after execution. Without this a healed node would stay out
+/// of routing until the next pass.
+pub fn routing_after_execution(
+    desired: &DesiredState,
+    memory: &Memory,
+    plan: &Plan,
+    verified: &BTreeSet<String>,
+) -> super::routing::RoutingTable {
+    let mut healed = plan.clone();
+    for name in verified {
+        if let Some(np) = healed.nodes.get_mut(name) {
+            np.problems.retain(|p| !p.is_failure());
+        }
+    }
+    routing_table(&desired.routing, &|node| {
+        eligibility(desired, memory, &healed, &BTreeMap::new(), node)
+    })
+}
+
 /// Whether a node may receive traffic after this plan.
 fn eligibility(
     desired: &DesiredState,
