@@ -537,7 +537,7 @@ async fn execute_service(
             continue;
         }
         let started = ctx.clock.now();
-        let logged = ctx.recorder.begin_action(name, &step.action);
+        let logged = ctx.recorder.begin_action(&format!("service/{name}"), &step.action);
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
                 match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)

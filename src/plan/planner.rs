@@ -579,7 +579,10 @@ fn hold_reason(
         return Some(HoldReason::BelowThreshold { failures: h.consecutive_failures, threshold });
     }
     let half_open = h.breaker.view(now) == BreakerView::HalfOpen;
-    if h.heal_attempts >= cluster.heal.max_attempts && !half_open {
+    // A rollback is the last safe configuration, planned once per failed configuration: it is
+    // not refused because the failed configuration used up the attempts.
+    let rollback = heal.intent == Intent::Rollback;
+    if h.heal_attempts >= cluster.heal.max_attempts && !half_open && !rollback {
         return Some(HoldReason::AttemptsExhausted { attempts: h.heal_attempts });
     }
     if !h.breaker.admits(now) {
