@@ -78,6 +78,11 @@ async fn better_candidate_is_promoted_and_recorded() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(targets, ["m1", "m2"], "m1 is back in routing: {routes}");
+
+    // Reconcile keeps the new champion as the node's primary until the manifest changes.
+    let (code, out, err) = h.once().await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(loaded(&m1), [CAND], "not replaced by the declared primary: {out}");
 }
 
 /// With `--apply`, the new champion is written into the file that declares the node, keeping
@@ -165,7 +170,12 @@ async fn ctrl_c_restores_the_champion_before_exiting() {
     m1.inject(fault(
         json!({ "kind": "slow", "delay": "300ms", "model": CAND, "path": "/v1/chat" }),
     ));
-    let mut child = h.command(&["arena", CAND, "--node", "m1", "--quick"]).spawn().unwrap();
+    let child = h
+        .command(&["arena", CAND, "--node", "m1", "--quick"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id().to_string();
     let m = m1.clone();
     let started = tokio::task::spawn_blocking(move || {
@@ -239,6 +249,9 @@ async fn killed_arena_is_cleaned_up_by_the_next_reconcile() {
     let mem = node_memory(&h.state_dir(), "m1");
     assert_eq!(mem.arena, None);
     assert!(mem.cordons.is_empty(), "{:?}", mem.cordons);
+    // routes.json is the plan's table: the pass after the heal routes to m1 again.
+    let (code, out, err) = h.once().await;
+    assert_eq!(code, 0, "{out}{err}");
     let routes: serde_json::Value =
         serde_json::from_slice(&std::fs::read(h.state_dir().join("routes.json")).unwrap()).unwrap();
     assert_eq!(routes["categories"]["general"]["targets"][0]["name"], "m1", "{routes}");
@@ -255,4 +268,36 @@ async fn arena_respects_the_run_lock() {
     assert!(err.contains("holds the lock"), "{err}");
     assert!(!load_requested(&h.node("m1"), CAND));
     drop(lock);
+}
+
+/// Candidates are validated with the node: named once, with a size, fitting the node's VRAM; a
+/// candidate identical to the primary is only a warning (the arena skips it).
+#[test]
+fn candidates_are_validated() {
+    let doc = |candidates: &str| {
+        format!(
+            "apiVersion: homeostat.dev/v1
+kind: Node
+metadata: {{ name: m1 }}
+spec:
+  backend: lmstudio
+  url: http://127.0.0.1:1
+  vram: 24GiB
+  models:
+    - {{ name: a, size: 6GiB }}
+  candidates: {candidates}
+"
+        )
+    };
+    let ok = homeostat::desired::from_yaml_str(&doc("[{ name: b, size: 8GiB }]")).unwrap();
+    assert_eq!(ok.nodes["m1"].candidates[0].name, "b");
+    let err = |c: &str| match homeostat::desired::from_yaml_str(&doc(c)) {
+        Ok(_) => panic!("{c} should not validate"),
+        Err(d) => d.to_string(),
+    };
+    assert!(err("[{ name: b, size: 8GiB }, { name: b, size: 8GiB }]").contains("listed twice"));
+    assert!(err("[{ name: b, size: 30GiB }]").contains("more than the node's VRAM"));
+    assert!(err("[{ name: b, size: 0B }]").contains("larger than 0B"));
+    let same = homeostat::desired::from_yaml_str(&doc("[{ name: a, size: 6GiB }]"));
+    assert!(same.is_ok(), "a warning, not an error");
 }

@@ -15,7 +15,9 @@
 //!    `arena.cycles` cycles (`--quick`: `arena.quickCycles`), score, record (kind `arena`).
 //! 4. **The verdict.** Strictly better than the champion's score → the candidate is the new
 //!    champion (recorded; its configuration becomes the node's last-known-good) and stays
-//!    loaded. Otherwise, or when the candidate failed to load, or when interrupted: unload the
+//!    loaded; the manifest's primary is remembered as superseded (`NodeMemory::rolled_back`, the
+//!    planner's override for a rollback), so reconcile keeps the new champion as the node's
+//!    primary until the manifest is edited, and does not load the declared one back. Otherwise, or when the candidate failed to load, or when interrupted: unload the
 //!    candidate, load the champion and verify it with the verification suite.
 //! 5. **Give the node back.** Mark and cordon cleared, `routes.json` republished, the arena
 //!    series assessed for regressions.
@@ -327,10 +329,16 @@ pub async fn run_arena(
     };
     let promoted = played.verdict == Verdict::Promoted;
     let when = env.clock.now();
+    // The manifest's primary, which a promoted candidate supersedes until the manifest changes.
+    let declared = spec.primary().map(config_of).filter(|d| *d != req.candidate);
     held.update(|m| match (&restore, promoted) {
         (_, true) => {
             release(m);
             m.last_known_good = Some(req.candidate.clone());
+            // The planner's "rolled back" override: the node's effective primary is the
+            // last-known-good while the manifest still declares exactly `declared`; editing the
+            // manifest (or `--apply`) ends it.
+            m.rolled_back = declared;
         }
         (Restore::Failed { .. }, false) => expire(m, when),
         _ => release(m),
