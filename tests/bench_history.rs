@@ -29,7 +29,7 @@ nodes:
 /// answer takes it down about 15 %.
 fn manifests(keep: u32) -> impl FnOnce(&homeostat::sim::SimCluster) -> String {
     move |sim| {
-        let url = sim.url("m1").unwrap();
+        let url = sim.url("m1").expect("the simulator has m1");
         format!(
             "{cluster}  history: {{ keep: {keep} }}
 ---

@@ -141,8 +141,7 @@ fn version_one_database_is_migrated() {
         drop(lock);
         let mut c = rusqlite_open(&dir.path().join(store::DB_FILE));
         store::schema::migrate(&mut c, &store::schema::SQLITE[..1]).unwrap();
-        let mut m = NodeMemory::default();
-        m.degraded = true;
+        let m = NodeMemory { degraded: true, ..NodeMemory::default() };
         c.execute(
             "INSERT INTO node_memory (node, memory) VALUES ('a', ?1)",
             [serde_json::to_string(&m).unwrap()],

@@ -350,7 +350,8 @@ pub async fn run_arena(
     }
     publish_routes(env, state_dir).await;
     let holder = if promoted { &req.candidate.model } else { &champion.model };
-    let applied = apply_assessment(env, node, RunKind::Arena, &[holder.clone()], false).await?;
+    let applied =
+        apply_assessment(env, node, RunKind::Arena, std::slice::from_ref(holder), false).await?;
     let report = ArenaReport {
         node: node.to_owned(),
         suite,

@@ -36,11 +36,11 @@ pub struct BenchArgs {
     pub output: Output,
 }
 
+/// The run lock (held while it lives) and the store opened under it.
+pub(super) type Locked = (RunLock, Arc<dyn StateStore>);
+
 /// The run lock and the store, or the exit code to return when another run holds the lock.
-pub(super) fn lock_and_open(
-    g: &GlobalArgs,
-    what: &str,
-) -> anyhow::Result<Result<(RunLock, Arc<dyn StateStore>), u8>> {
+pub(super) fn lock_and_open(g: &GlobalArgs, what: &str) -> anyhow::Result<Result<Locked, u8>> {
     let state_dir = g.state_dir();
     crate::store::state_dir::prepare(&state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
