@@ -13,7 +13,8 @@
 //! 3. **The candidate.** Unload the champion, settle (`heal.unloadSettle`), load the candidate
 //!    with its settings (pinned), `arena.warmups` warm-up requests (not counted), the suite for
 //!    `arena.cycles` cycles (`--quick`: `arena.quickCycles`), score, record (kind `arena`).
-//! 4. **The verdict.** Strictly better than the champion's score → the candidate is the new
+//! 4. **The verdict.** Strictly better than the champion's score (at two decimals,
+//!    `history::better`) → the candidate is the new
 //!    champion (recorded; its configuration becomes the node's last-known-good) and stays
 //!    loaded; the manifest's primary is remembered as superseded (`NodeMemory::rolled_back`, the
 //!    planner's override for a rollback), so reconcile keeps the new champion as the node's
@@ -550,7 +551,9 @@ impl Round<'_, '_> {
         let Some(run) = self.measure(self.candidate, progress).await? else {
             return Ok(played);
         };
-        let beaten = played.champion_score.is_none_or(|score| run.composite() > score);
+        let beaten = played
+            .champion_score
+            .is_none_or(|score| super::history::better(run.composite(), score));
         played.verdict = if beaten { Verdict::Promoted } else { Verdict::Kept };
         played.candidate_run = Some(run);
         Ok(played)

@@ -117,10 +117,16 @@ impl Champion {
 }
 
 /// Whether `candidate` takes the node from `champion` (R6: "better than the champion's last
-/// score"). Strictly better: a tie keeps the champion, so an equal model never causes a swap.
-/// With no champion recorded, any candidate is crowned.
+/// score"). With no champion recorded, any candidate is crowned.
 pub fn beats(candidate: &RunRecord, champion: Option<&Champion>) -> bool {
-    champion.is_none_or(|c| candidate.composite() > c.score)
+    champion.is_none_or(|c| better(candidate.composite(), c.score))
+}
+
+/// Whether a score is better than another: strictly, at the precision scores are shown with
+/// (two decimals). A tie keeps the champion, so an equal model never causes a swap, and a few
+/// milliseconds of latency noise (9.9143 against 9.9141, both shown as 9.91) never do either.
+pub fn better(candidate: f64, champion: f64) -> bool {
+    (candidate * 100.0).round() > (champion * 100.0).round()
 }
 
 /// Drops the oldest runs of each node beyond its newest `keep` (R6: 500 per node by default).
@@ -357,6 +363,8 @@ mod tests {
         assert!(!beats(&record("m1", RunKind::Arena, "c", 8.0, 2), Some(&champ)));
         assert!(!beats(&record("m1", RunKind::Arena, "c", 7.0, 2), Some(&champ)));
         assert!(beats(&record("m1", RunKind::Arena, "c", 0.0, 2), None));
+        assert!(!better(9.9143, 9.9141), "noise below the shown precision is a tie");
+        assert!(better(9.92, 9.91));
     }
 
     /// Sparklines: rising and falling series use the full range; small wobbles stay flat-ish;

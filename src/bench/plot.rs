@@ -1,5 +1,6 @@
 //! The composite score over time as an SVG chart (`homeostat history --plot FILE.svg`): one line
-//! per node and model, score 0–10 on the y axis, the run's time on the x axis.
+//! per node and model, the score on the y axis (the scores' range in whole points, within 0–10),
+//! the run's time on the x axis.
 //!
 //! Drawn with plotters' SVG backend only (no bitmap, no font files: text is left to the SVG
 //! viewer). Measured on the 2-core build machine: plotters with `svg_backend` and `line_series`
@@ -15,9 +16,10 @@ use plotters::prelude::*;
 use super::history::RunRecord;
 use crate::time::Timestamp;
 
-/// Size of the chart in pixels.
-pub const WIDTH: u32 = 900;
+/// Size of the chart in pixels, the legend's column included.
+pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 420;
+const LEGEND_WIDTH: u32 = 250;
 
 /// Line colours, in the order series are drawn (by node, then model).
 const PALETTE: [RGBColor; 8] = [
@@ -75,16 +77,18 @@ pub fn plot_svg(runs: &[RunRecord], title: &str) -> Result<String, PlotError> {
         (lo.saturating_sub(pad), hi + pad)
     };
     let span = hi - lo;
+    let (y_lo, y_hi) = score_range(runs.iter().map(RunRecord::composite));
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (area, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(44)
-            .build_cartesian_2d(lo..hi, 0f64..10f64)
+            .build_cartesian_2d(lo..hi, y_lo..y_hi)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -97,23 +101,25 @@ pub fn plot_svg(runs: &[RunRecord], title: &str) -> Result<String, PlotError> {
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(u64, f64)> =
-                s.points.iter().map(|(t, v)| (t.as_millis(), v.clamp(0.0, 10.0))).collect();
+                s.points.iter().map(|(t, v)| (t.as_millis(), v.clamp(y_lo, y_hi))).collect();
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                .map_err(plot_err)?;
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(plot_err)?;
-        }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
+            // The legend, beside the chart so it never hides a point.
+            let y = 48 + 22 * i as i32;
+            legend
+                .draw(&PathElement::new(vec![(8, y), (32, y)], color.stroke_width(2)))
+                .map_err(plot_err)?;
+            legend.draw(&Circle::new((20, y), 3, color.filled())).map_err(plot_err)?;
+            legend
+                .draw(&Text::new(
+                    crate::bench::answer::truncate_chars(&s.label, 30),
+                    (40, y - 7),
+                    ("sans-serif", 13),
+                ))
                 .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
@@ -121,10 +127,31 @@ pub fn plot_svg(runs: &[RunRecord], title: &str) -> Result<String, PlotError> {
     Ok(svg)
 }
 
-/// An x-axis label: the date when the chart spans days, else the time of day (UTC).
+/// The y range: the scores' own range widened to whole points (at least 1 point, within 0–10),
+/// so a trend of a few tenths shows instead of a flat line at the top of a 0–10 axis.
+fn score_range(scores: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = scores
+        .filter(|s| s.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    if lo > hi {
+        return (0.0, 10.0);
+    }
+    let lo = (lo - 0.25).floor().clamp(0.0, 9.0);
+    let hi = (hi + 0.25).ceil().clamp(lo + 1.0, 10.0);
+    (lo, hi)
+}
+
+/// An x-axis label (UTC): the day when the chart spans days, the day and time when it spans
+/// hours, the time with seconds for a shorter chart.
 fn time_label(ms: u64, span: u64) -> String {
     let text = Timestamp(ms).rfc3339(); // 2026-11-24T10:00:00.000Z
-    if span > 2 * 86_400_000 { text[5..10].to_owned() } else { text[5..16].replace('T', " ") }
+    if span > 2 * 86_400_000 {
+        text[5..10].to_owned()
+    } else if span > 3_600_000 {
+        text[5..16].replace('T', " ")
+    } else {
+        text[11..19].to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -181,7 +208,17 @@ mod tests {
     /// Labels show the day and time for short spans, the day for long ones.
     #[test]
     fn time_labels() {
-        assert_eq!(time_label(1_795_478_400_000, 3_600_000), "11-24 00:00");
+        assert_eq!(time_label(1_795_478_400_000, 60_000), "00:00:00");
+        assert_eq!(time_label(1_795_478_400_000, 7_200_000), "11-24 00:00");
         assert_eq!(time_label(1_795_478_400_000, 10 * 86_400_000), "11-24");
+    }
+
+    /// The y axis covers the scores in whole points, at least one, within 0–10.
+    #[test]
+    fn score_ranges() {
+        assert_eq!(score_range([9.5, 9.97].into_iter()), (9.0, 10.0));
+        assert_eq!(score_range([4.1, 9.9].into_iter()), (3.0, 10.0));
+        assert_eq!(score_range([0.0].into_iter()), (0.0, 1.0));
+        assert_eq!(score_range(std::iter::empty()), (0.0, 10.0));
     }
 }
