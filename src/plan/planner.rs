@@ -396,7 +396,7 @@ fn plan_node(
     }
     if let (Some(rb), Some(lkg)) = (&m.rolled_back, &m.last_known_good) {
         np.notes.push(format!(
-            "running last-known-good {}: the desired {} failed verification; edit the manifest to try again",
+            "running last-known-good {}: the desired {} failed verification or lost to it in the arena; edit the manifest to change this",
             lkg.model, rb.model
         ));
     }
