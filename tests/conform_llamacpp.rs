@@ -224,6 +224,68 @@ async fn single_error_bodies_match_real_server() {
     }
 }
 
+/// The headers a client or a proxy acts on are the same on every kind of answer (JSON, 404,
+/// 400, 401, Prometheus text, an event stream): `Server: llama.cpp`, the `Content-Type` with
+/// its charset, and `X-Accel-Buffering: no` on a stream.
+#[tokio::test]
+async fn single_headers_match_real_server() {
+    let Some(deps) = require_real() else { return };
+    let key = "conform-key-not-a-secret";
+    let real = real_single(&deps, &["--api-key", key, "--metrics"]).await;
+    let (_sim, node) =
+        sim_single(&format!("    token: {key}\n    metrics: true\n    models-need-key: true\n"))
+            .await;
+    let http = Http::new();
+    let chat = checks::chat_request(ALIAS, 2);
+    let mut stream = checks::chat_request(ALIAS, 2);
+    stream["stream"] = json!(true);
+    let mut seen = Vec::new();
+    for base in [real.url(), node.url()] {
+        let get = |path: &str, key: Option<&str>| {
+            let url = format!("{base}{path}");
+            let http = http.clone();
+            let key = key.map(str::to_string);
+            async move { http.try_get(&url, key.as_deref()).await }
+        };
+        let post = |path: &str, body: Value| {
+            let url = format!("{base}{path}");
+            let http = http.clone();
+            async move { http.try_post(&url, &body, Some(key)).await }
+        };
+        let replies = vec![
+            ("/health", get("/health", None).await),
+            ("/v1/models", get("/v1/models", Some(key)).await),
+            ("/props", get("/props", Some(key)).await),
+            ("/slots", get("/slots", Some(key)).await),
+            ("/metrics", get("/metrics", Some(key)).await),
+            ("404", get("/no/such/path", Some(key)).await),
+            ("401", get("/props", None).await),
+            ("chat", post("/v1/chat/completions", chat.clone()).await),
+            ("stream", post("/v1/chat/completions", stream.clone()).await),
+            (
+                "400",
+                http.try_post_raw_with_key(&format!("{base}/v1/chat/completions"), "{bad", key)
+                    .await,
+            ),
+        ];
+        assert_eq!(
+            replies.iter().map(|(_, r)| r.as_ref().map_or(0, |r| r.status)).collect::<Vec<_>>(),
+            [200, 200, 200, 200, 200, 404, 401, 200, 200, 400],
+            "{base}: the statuses the answers are meant to have"
+        );
+        let headers: Vec<(&str, u16, [Option<String>; 3])> = replies
+            .into_iter()
+            .map(|(what, reply)| {
+                let reply = reply.unwrap_or_else(|error| panic!("{base} {what}: {error}"));
+                let h = |name: &str| reply.header(name).map(str::to_string);
+                (what, reply.status, [h("server"), h("content-type"), h("x-accel-buffering")])
+            })
+            .collect();
+        seen.push(headers);
+    }
+    assert_eq!(seen[1], seen[0], "(answer, status, [Server, Content-Type, X-Accel-Buffering])");
+}
+
 /// `--api-key` (sim: `token`): `/health` stays public; everything else, `/v1/models` included
 /// in this build (sim: `models-need-key: true`), answers the same 401 body without the key or
 /// with a wrong one and 200 with it (Bearer or `X-Api-Key`).

@@ -26,7 +26,7 @@
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{Response, StatusCode, Uri};
+use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
@@ -55,6 +55,27 @@ pub(crate) fn router() -> axum::Router {
         .route("/models/unload", on(post(unload)))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(loading_gate))
+}
+
+/// The headers llama-server (cpp-httplib) puts on its answers, errors and 401s included:
+/// `Server: llama.cpp`, JSON as `application/json; charset=utf-8`, and `X-Accel-Buffering: no`
+/// on event streams.
+pub(crate) fn dress(mut resp: Response<Body>) -> Response<Body> {
+    let headers = resp.headers_mut();
+    headers.insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some("application/json") => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        Some("text/event-stream") => {
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 fn on(r: MethodRouter) -> MethodRouter {

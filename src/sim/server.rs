@@ -553,6 +553,10 @@ async fn serve_node(
                 }
             }
         };
+        let resp = match node.cfg.backend {
+            SimBackend::Llamacpp => llamacpp::dress(resp),
+            _ => resp,
+        };
         let resp = match mangle {
             Some(FaultKind::Truncated) => truncate(resp).await,
             Some(FaultKind::Oversized { bytes }) => {

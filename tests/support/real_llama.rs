@@ -494,10 +494,17 @@ fn run_kill(args: &[&str]) -> bool {
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every response header (for the conformance of the headers that matter).
+    pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
+    /// A response header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
     /// The body as JSON; panics (showing the body) if it is not JSON.
     #[track_caller]
     pub fn json(&self) -> Value {
@@ -583,6 +590,22 @@ impl Http {
         read_reply(request.send().await?).await
     }
 
+    /// POST a raw body as `application/json` with a Bearer key.
+    pub async fn try_post_raw_with_key(
+        &self,
+        url: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<Reply, reqwest::Error> {
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        read_reply(request.send().await?).await
+    }
+
     /// GET that must get an answer.
     #[track_caller]
     pub fn get<'a>(&'a self, url: &'a str) -> impl Future<Output = Reply> + 'a {
@@ -634,8 +657,9 @@ async fn read_reply(response: reqwest::Response) -> Result<Reply, reqwest::Error
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
+    let headers = response.headers().clone();
     let body = response.text().await?;
-    Ok(Reply { status, content_type, body })
+    Ok(Reply { status, content_type, headers, body })
 }
 
 /// JSON shapes: the paths of a value and the JSON types found at each.
