@@ -11,7 +11,9 @@ mod conform_util;
 
 use std::time::{Duration, Instant};
 
-use conform_util::{Manifests, WAIT, router_manifests, wait_until};
+use conform_util::{
+    ALIAS, Manifests, REAL_CLUSTER, TINY_SUITE, WAIT, router_manifests, wait_until,
+};
 use homeostat::sim::{Fault, FaultKind, WedgeMode};
 use serde_json::Value;
 use support::real_llama::{Deps, Http, ManagedLlama, checks, proc_state, require_real, signal};
@@ -183,6 +185,80 @@ async fn real_router_hung_child_is_healed_by_restart() {
     eprintln!(
         "hung child healed: {} runs, {:?} from the stop to the verified restart",
         runs.len(),
+        started.elapsed()
+    );
+}
+
+/// A single-model llama-server whose whole process is stopped (SIGSTOP: it accepts connections
+/// and never answers, `/health` included) is unreachable to homeostat; after the failure
+/// threshold `--once` runs the restart command, waits until the new server answers, verifies its
+/// model and exits 0.
+#[tokio::test]
+async fn real_single_server_frozen_is_healed_by_restart() {
+    let Some(deps) = require_real() else { return };
+    let model = deps.tiny_model().display().to_string();
+    let server = ManagedLlama::start(&deps, &["--model", &model, "--alias", ALIAS])
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let argv: Vec<String> = server.restart_argv().iter().map(|a| format!("{a:?}")).collect();
+    let node = format!(
+        "apiVersion: homeostat.dev/v1
+kind: Node
+metadata: {{ name: l1 }}
+spec:
+  backend: llamacpp
+  url: {}
+  vram: 8GiB
+  models:
+    - {{ name: {ALIAS}, size: 1MiB }}
+  restart: {{ command: [{}], timeout: 20s }}
+",
+        server.url(),
+        argv.join(", ")
+    );
+    let m = Manifests::new();
+    m.write(&format!("{node}---\n{REAL_CLUSTER}---\n{TINY_SUITE}"));
+    once_until_ok(&m, 1, "a healthy server").await;
+
+    let first_group = server.group().expect("the server's process group is recorded");
+    let frozen: Vec<u32> = server.descendants().iter().map(|p| p.pid).collect();
+    let pid = *frozen.first().expect("the server runs under timeout");
+    assert!(signal(pid, "STOP"), "SIGSTOP the server");
+    wait_until("the server is stopped", WAIT, || proc_state(pid) == Some('T')).await;
+    let started = Instant::now();
+    let mut outputs = Vec::new();
+    let code = loop {
+        let (code, out, err) = m.once().await;
+        outputs.push(format!("--- exit {code} ---\n{out}{err}"));
+        if server.group() != Some(first_group) {
+            break code;
+        }
+        assert!(
+            outputs.len() < 4,
+            "no restart after {} runs:\n{}",
+            outputs.len(),
+            outputs.concat()
+        );
+    };
+    assert_eq!(code, 0, "the restart run heals and verifies:\n{}", outputs.concat());
+    assert!(outputs[0].contains("does not answer"), "the frozen server is found: {}", outputs[0]);
+    assert!(
+        proc_state(pid).is_none_or(|state| state == 'Z'),
+        "the frozen server was killed by the restart"
+    );
+    let status = status_json(&m).await;
+    let node = &status["nodes"]["l1"];
+    assert_eq!(node["lifecycle"], "healthy", "{status:#}");
+    let actions = actions(node);
+    assert_eq!(
+        actions.last().map(|(a, model, s)| (a.as_str(), model.as_str(), s.as_str())),
+        Some(("verify", ALIAS, "succeeded")),
+        "{status:#}"
+    );
+    assert!(actions.iter().any(|(a, _, s)| a == "restart" && s == "succeeded"), "{status:#}");
+    eprintln!(
+        "frozen server healed: {} runs, {:?} from the stop to the verified restart",
+        outputs.len(),
         started.elapsed()
     );
 }
