@@ -379,7 +379,7 @@ async fn single_health_while_loading_matches_real_server() {
 /// A router's own endpoints: `/health`; `/models` (= `/v1/models`) lists the same models by
 /// file stem, all `unloaded`, entries of the same shape (status with the child's `args` and
 /// `preset`); `/props` has the same router shape and figures; `/slots` and `/metrics` without
-/// `?model=` answer the same 400 body.
+/// `?model=` answer the same 400 body; the `Server` and `Content-Type` headers are the same.
 #[tokio::test]
 async fn router_model_list_and_props_match_real_server() {
     let Some(deps) = require_real() else { return };
@@ -411,6 +411,13 @@ async fn router_model_list_and_props_match_real_server() {
     for path in ["/slots", "/metrics"] {
         let real_reply = get_json(&http, &format!("{}{path}", real.url())).await;
         assert_eq!(get_json(&http, &format!("{}{path}", node.url())).await, real_reply, "{path}");
+    }
+    for path in ["/health", "/models", "/props", "/slots", "/no/such/path"] {
+        let headers =
+            |reply: Reply| [reply.header("server").map(str::to_string), reply.content_type.clone()];
+        let real_headers = headers(http.get(&format!("{}{path}", real.url())).await);
+        let sim_headers = headers(http.get(&format!("{}{path}", node.url())).await);
+        assert_eq!(sim_headers, real_headers, "{path}: [Server, Content-Type]");
     }
 }
 
