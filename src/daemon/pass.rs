@@ -202,7 +202,7 @@ fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Mem
 }
 
 /// Writes `routes.json` atomically (0600) for other tools.
-fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
+pub fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
     let path: PathBuf = state_dir.join(ROUTES_FILE);
     let body = json!({
         "apiVersion": crate::desired::API_VERSION,

@@ -372,6 +372,7 @@ fn plan_node(
         breaker: m.health.breaker.view(now),
         problems,
         intent: None,
+        held_intent: None,
         target: None,
         steps: Vec::new(),
         held: Vec::new(),
@@ -397,7 +398,7 @@ fn plan_node(
     }
     if let (Some(rb), Some(lkg)) = (&m.rolled_back, &m.last_known_good) {
         np.notes.push(format!(
-            "running last-known-good {}: the desired {} failed verification; edit the manifest to try again",
+            "running last-known-good {}: the desired {} failed verification or lost to it in the arena; edit the manifest to change this",
             lkg.model, rb.model
         ));
     }
@@ -471,15 +472,22 @@ fn plan_node(
         if matches!(hold, Some(HoldReason::AttemptsExhausted { .. })) {
             go_offline(name, m, &mut np, now, cluster);
         }
-        np.intent = Some(heal.intent);
         np.target = heal.target;
         match hold {
-            None => np.steps.extend(heal.steps),
-            Some(h) => np.held.extend(heal.steps.into_iter().map(|s| Held {
-                action: s.action,
-                reason: s.reason,
-                hold: h.clone(),
-            })),
+            None => {
+                np.intent = Some(heal.intent);
+                np.steps.extend(heal.steps);
+            }
+            Some(h) => {
+                // `intent` describes the steps that run; a held heal is `held_intent`, so a
+                // swap relief or prune running beside it is never counted as a heal attempt.
+                np.held_intent = Some(heal.intent);
+                np.held.extend(heal.steps.into_iter().map(|s| Held {
+                    action: s.action,
+                    reason: s.reason,
+                    hold: h.clone(),
+                }));
+            }
         }
     } else if let Some(until) = arena_until {
         np.notes.push(format!("a model tournament holds this node until {until}"));

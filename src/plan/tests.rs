@@ -53,6 +53,7 @@ pub(crate) fn node(backend: Backend, vram_gib: u64, models: Vec<ModelSpec>) -> N
         probe_timeout: None,
         prune: None,
         benchmark: None,
+        candidates: Vec::new(),
     }
 }
 
