@@ -224,7 +224,7 @@ fn check_run(
                 (Some(_), None) => panic!("{ctx}: {node}: an ended action reopened"),
                 // Cut short by a kill, closed by the next run as interrupted.
                 (None, Some(end)) => {
-                    let status = serde_json::to_value(&end.status).unwrap();
+                    let status = serde_json::to_value(end.status).unwrap();
                     assert_eq!(status, "interrupted", "{ctx}: {node}: a cut-short action");
                     tally.interrupted += 1;
                 }

@@ -138,8 +138,9 @@ spec:
   breaker: { failureThreshold: 3, coolDown: 200ms }
 ";
 
-fn model_of(i: usize) -> (&'static str, &'static str) {
-    if i % 2 == 0 { ("lmstudio", "qwen/qwen3-8b") } else { ("ollama", "llama3.2:3b") }
+/// The backend and model of a simulated node.
+fn model_of(ollama: bool) -> (&'static str, &'static str) {
+    if ollama { ("ollama", "llama3.2:3b") } else { ("lmstudio", "qwen/qwen3-8b") }
 }
 
 fn sim_yaml(n: usize) -> String {
@@ -171,8 +172,8 @@ fn manifests(sim: &SimCluster) -> String {
     let mut docs = vec![CLUSTER.to_owned()];
     for node in sim.nodes() {
         let (backend, model) = match node.backend() {
-            homeostat::sim::SimBackend::Ollama => model_of(1),
-            _ => model_of(0),
+            homeostat::sim::SimBackend::Ollama => model_of(true),
+            _ => model_of(false),
         };
         docs.push(format!(
             "apiVersion: homeostat.dev/v1\nkind: Node\nmetadata: {{ name: {} }}\nspec:\n  backend: {backend}\n  url: {}\n  vram: 24GiB\n  telemetry: {{ prometheus: [\"{}\"] }}\n  models:\n    - {{ name: '{model}', size: 6GiB }}\n",
@@ -238,8 +239,8 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
         for node in sim.nodes() {
             if !open.contains_key(node.name()) && rng.random_bool(cfg.fault_rate) {
                 let (_, model) = match node.backend() {
-                    homeostat::sim::SimBackend::Ollama => model_of(1),
-                    _ => model_of(0),
+                    homeostat::sim::SimBackend::Ollama => model_of(true),
+                    _ => model_of(false),
                 };
                 let (kind, v) = random_fault(&mut rng, model);
                 node.inject(Fault::from_value(v).expect("a valid fault"));
