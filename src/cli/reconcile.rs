@@ -14,7 +14,7 @@ use crate::plan::render::{Summary, render};
 use crate::plan::routing::RoutingTable;
 use crate::plan::step::{Alert, MassFailure, NodePlan, ServicePlan};
 use crate::plan::{Memory, PlanInput, plan};
-use crate::time::{Clock, MonotonicClock, Timestamp};
+use crate::time::{Clock, SteadyClock, Timestamp};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -106,7 +106,7 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
         );
     }
     let store: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(opened.store);
-    let clock = MonotonicClock::start();
+    let clock = SteadyClock::start(&state_dir);
     let correlation = crate::daemon::pass::correlation_id(clock.now());
     let interrupted = store.close_interrupted_actions(None, clock.now())?;
     for a in interrupted {
@@ -216,7 +216,7 @@ pub(crate) fn http_client() -> anyhow::Result<Http> {
 async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
     let desired = load_desired(g)?;
     let memory = read_memory(g);
-    let clock = MonotonicClock::start();
+    let clock = SteadyClock::read_only(&g.state_dir());
     let http = http_client()?;
     let overrides = |node: &str, model: &str| {
         memory.nodes.get(node).and_then(|m| m.context_overrides.get(model).copied())

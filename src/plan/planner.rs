@@ -100,6 +100,7 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         let m = mem.nodes.entry(name.clone()).or_default();
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
+        m.health.hold_after_interrupted_heal(cluster);
         update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
         if let Some(t) = obs.telemetry.gpu_temp_c {
             m.last_temp_c = Some(t);
