@@ -6,8 +6,8 @@
 //! Two things stand between `observe_all` and that target, and the scenarios separate them:
 //! - R3's in-observation retry: a failed attempt is retried once after `retryDelay` (5 s by
 //!   default), so a hanging node costs timeout + retryDelay + timeout;
-//! - `probe.concurrency` (64 by default) bounds concurrent *attempts*: 100 hanging nodes at 64
-//!   at a time cost two rounds.
+//! - `probe.concurrency` (256 by default) bounds concurrent *attempts*: 100 hanging nodes at 64
+//!   at a time (the default before) cost two rounds; scenario (b) keeps that for comparison.
 //!
 //! Run: `cargo run --release --example bench_observe [-- NODES TIMEOUT_MS SAMPLE]`
 //! (defaults 1000, 5000, 20). It takes about 80 s with the defaults. The sequential baseline
@@ -27,6 +27,9 @@ use homeostat::sim::{
 };
 use homeostat::time::Timestamp;
 use tokio::sync::Semaphore;
+
+/// The default `probe.concurrency` before it became 256, kept as a comparison.
+const NARROW: u32 = 64;
 
 /// The desired state of the simulated fleet: one vLLM node per simulated node, `timeout` for
 /// local and remote probes, the given concurrency and retry delay.
@@ -176,9 +179,9 @@ async fn main() {
         )
         .await,
         observe_with(
-            &desired_for(&sim, timeout, wide, retry_default),
+            &desired_for(&sim, timeout, NARROW, retry_default),
             &http,
-            &format!("(b) concurrency {wide}, retry after {}", Dur(retry_default)),
+            &format!("(b) concurrency {NARROW}, retry after {}", Dur(retry_default)),
         )
         .await,
         observe_with(
@@ -188,7 +191,7 @@ async fn main() {
         )
         .await,
         observe_once_each(&defaults, &http, wide as usize, "(c)").await,
-        observe_once_each(&defaults, &http, concurrency_default as usize, "(c')").await,
+        observe_once_each(&defaults, &http, NARROW as usize, "(c')").await,
     ];
     for r in &rows {
         print_row(r, timeout);
@@ -231,15 +234,16 @@ async fn main() {
     let (a, b, b2, c) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     let x = |r: &Row| r.wall.as_secs_f64() / timeout.as_secs_f64();
     println!("\nwhy:");
-    let rounds = n_hang.div_ceil(concurrency_default);
+    let rounds = n_hang.div_ceil(NARROW);
+    let rounds_default = n_hang.div_ceil(concurrency_default);
     println!(
-        "  (a) {:.1}×: {concurrency_default} attempts at a time for {n_hang} hanging nodes: {rounds} \
-         rounds of a timeout for the first attempts, then {rounds} more for the retries (each a \
-         retry delay after its failure); healthy nodes queued behind hanging ones wait too",
+        "  (a) {:.1}×: {concurrency_default} attempts at a time for {n_hang} hanging nodes \
+         ({rounds_default} round): each hanging node costs timeout + retryDelay + timeout (R3's retry)",
         x(a)
     );
     println!(
-        "  (b) {:.1}×: every hanging node probes at once, but costs timeout + retryDelay + timeout",
+        "  (b) {:.1}×: {NARROW} attempts at a time: {rounds} rounds of a timeout for the first \
+         attempts, then {rounds} more for the retries; healthy nodes queued behind hanging ones wait too",
         x(b)
     );
     println!("  (b') {:.1}×: without the retry delay, still two timeouts in a row", x(b2));
@@ -249,7 +253,7 @@ async fn main() {
         if x(c) <= 1.5 { "meets the target" } else { "misses the target" }
     );
     println!(
-        "  (c') {:.1}×: one attempt each, but {concurrency_default} at a time: {rounds} rounds",
+        "  (c') {:.1}×: one attempt each, but {NARROW} at a time: {rounds} rounds",
         x(&rows[4])
     );
     sim.stop().await;
