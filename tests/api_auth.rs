@@ -2,6 +2,8 @@
 //! a missing or wrong one (401); clear JSON errors for unknown nodes and endpoints, bad JSON,
 //! bad query strings, oversized bodies; the daemon keeps serving after all of them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 #[path = "support/harness.rs"]
 mod harness;
 

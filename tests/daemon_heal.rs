@@ -1,6 +1,8 @@
 //! The daemon heals against the simulator: per-node tasks (a hanging node does not delay a
 //! heal elsewhere), heartbeats (a silent push-style worker is dead and restarted).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 #[path = "support/harness.rs"]
 mod harness;
 

@@ -1,6 +1,8 @@
 //! Notifications from the daemon: a webhook receiver on loopback (standing in for the user's
 //! endpoint) gets exactly one escalation for a breaker that opens and stays open.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 #[path = "support/harness.rs"]
 mod harness;
 

@@ -2,6 +2,8 @@
 //! or by write-temp-then-rename as many editors save); a broken edit is refused and the last
 //! good set keeps running, with the error visible in `/api/v1/status` and the events.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 #[path = "support/harness.rs"]
 mod harness;
 

@@ -2,6 +2,7 @@
 //! daemon with exit 0 within a bounded time, flushing its state; the next start continues from
 //! it. Signals are sent with `kill`, as systemd and launchd do.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 #![cfg(unix)]
 
 #[path = "support/harness.rs"]

@@ -61,11 +61,13 @@ pub struct Waker<T> {
     reason: Mutex<Option<T>>,
 }
 
-impl<T: Copy> Waker<T> {
-    pub fn new() -> Self {
+impl<T: Copy> Default for Waker<T> {
+    fn default() -> Self {
         Waker { notify: Notify::new(), reason: Mutex::new(None) }
     }
+}
 
+impl<T: Copy> Waker<T> {
     pub fn wake(&self, reason: T) {
         *self.reason.lock().expect("waker lock poisoned") = Some(reason);
         self.notify.notify_one();
@@ -335,7 +337,7 @@ impl Shared {
             tracker: TaskTracker::new(),
             tasks: Mutex::new(BTreeMap::new()),
             probe_permits: Semaphore::new(concurrency),
-            reload: Waker::new(),
+            reload: Waker::default(),
         }
     }
 

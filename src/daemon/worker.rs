@@ -48,7 +48,7 @@ pub fn spawn(sh: &Arc<Shared>, target: Target) {
     if tasks.contains_key(&target) {
         return;
     }
-    let wake = Arc::new(super::shared::Waker::new());
+    let wake = Arc::new(super::shared::Waker::default());
     let stop = sh.shutdown.child_token();
     tasks.insert(
         target.clone(),
