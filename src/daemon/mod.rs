@@ -202,6 +202,14 @@ pub async fn run(
         m.last_heartbeat = None;
     }
 
+    let listen_on = listen.unwrap_or_else(|| desired.cluster.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen_on)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: listen_on.clone(), source })?;
+    let bound: SocketAddr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Bind { addr: listen_on.clone(), source })?;
+
     let persist_tracker = tokio_util::task::TaskTracker::new();
     let persist_stop = CancellationToken::new();
     let persist = persist::spawn(state_dir.clone(), &persist_tracker, persist_stop.clone());
@@ -214,14 +222,6 @@ pub async fn run(
         tracing::warn!(error = %crate::cli::chain(&e), "a notifier cannot be used");
     }
     let http = Http::new(&opts.http)?;
-
-    let listen_on = listen.unwrap_or_else(|| desired.cluster.api.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&listen_on)
-        .await
-        .map_err(|source| DaemonError::Bind { addr: listen_on.clone(), source })?;
-    let bound: SocketAddr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Bind { addr: listen_on.clone(), source })?;
 
     let summary = loaded.summary.to_string();
     let view = View {
@@ -317,6 +317,7 @@ pub async fn run(
             worker::spawn(&sh, t);
         }
     }
+    sh.tracker.spawn(prune(store.clone(), shutdown_token.child_token()));
     let watcher = reload::watch(&sh);
     let reloader_stop = shutdown_token.child_token();
     sh.tracker.spawn(reload::run(sh.clone(), reloader_stop));
@@ -354,6 +355,27 @@ pub async fn run(
     drop(lock);
     tracing::info!("homeostat daemon stopped");
     Ok(())
+}
+
+/// How often old events and actions are deleted (the store keeps `Retention::default()`).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Keeps the history bounded: prunes at start, then every hour.
+async fn prune(store: Arc<dyn StateStore>, stop: CancellationToken) {
+    loop {
+        let s = store.clone();
+        match crate::store::blocking(s, |s| s.prune(&crate::store::Retention::default())).await {
+            Ok(p) if p.events + p.actions > 0 => {
+                tracing::info!(events = p.events, actions = p.actions, "old history pruned")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %crate::cli::chain(&e), "cannot prune old history"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C): the binary's shutdown future.

@@ -342,8 +342,11 @@ impl Shared {
     }
 
     /// The view. Never hold the guard across an `.await` (std `Mutex`; mini-redis's rule).
+    /// A pass that panicked while holding it (a bug, logged by the task's supervisor) leaves
+    /// the view as it was at the panic: every field is whole, so the others go on with it
+    /// rather than all panicking in turn.
     pub fn view(&self) -> MutexGuard<'_, View> {
-        self.view.lock().expect("daemon view lock poisoned")
+        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn wake(&self, t: &Target, reason: Activation) {

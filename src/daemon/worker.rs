@@ -180,9 +180,9 @@ fn schedule(sh: &Shared, done: &Done, follow_ups: &mut u32) -> (Duration, Activa
     if done.retry {
         consider(retry_delay, Activation::Scheduled);
     }
-    if let Some(due) = done.due {
+    let now = sh.clock.now();
+    if let Some(due) = done.due.filter(|d| *d > now) {
         // One millisecond past the end of the hold: the planner compares `now < until`.
-        let now = sh.clock.now();
         consider(due.since(now) + Duration::from_millis(1), Activation::Scheduled);
     }
     best
@@ -428,7 +428,11 @@ async fn node_pass_inner(
     }
 
     // 6. Heartbeat deadline: a silent worker is noticed when its timeout passes.
-    if let (Some(timeout), Some(last)) = (desired.heartbeat_timeout(&spec), after.last_heartbeat) {
+    // (Only a deadline still ahead: a worker already silent past it is held or healed by the
+    // plan, whose own holds say when to look again.)
+    if let (Some(timeout), Some(last)) = (desired.heartbeat_timeout(&spec), after.last_heartbeat)
+        && last + timeout > sh.clock.now()
+    {
         let deadline = last + timeout;
         due = Some(due.map_or(deadline, |d| d.min(deadline)));
     }
@@ -642,4 +646,62 @@ pub async fn notify_cluster(sh: &Shared, alerts: &[Alert], correlation: &str) {
     let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation);
     let d = sh.notifications.observe_scope(CLUSTER_SCOPE, alerts.iter(), now);
     notify(sh, &recorder, &[d]).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::step::{Action, Held};
+
+    fn held(hold: HoldReason) -> Held {
+        Held { action: Action::Settle { ms: 1 }, reason: String::new(), hold }
+    }
+
+    /// The earliest end of a timed hold is when to look again; a failed probe below the
+    /// threshold asks for the retry delay; holds without an end (too hot, mass failure) ask
+    /// for nothing sooner than the interval.
+    #[test]
+    fn holds_tell_when_to_look_again() {
+        let t = Timestamp::from_millis;
+        let (due, retry) = holds_due(&[
+            held(HoldReason::Backoff { until: t(900) }),
+            held(HoldReason::ActionDelay { until: t(300) }),
+            held(HoldReason::TooHot { celsius: 88.0 }),
+        ]);
+        assert_eq!((due, retry), (Some(t(300)), false));
+        let (due, retry) =
+            holds_due(&[held(HoldReason::BelowThreshold { failures: 1, threshold: 2 })]);
+        assert_eq!((due, retry), (None, true));
+        assert_eq!(
+            holds_due(&[held(HoldReason::MassFailure { failing: 3, total: 4 })]),
+            (None, false)
+        );
+    }
+
+    /// A failed step makes the pass failed; skipped steps under shutdown make it cancelled; no
+    /// execution is in sync or held.
+    #[test]
+    fn outcomes() {
+        use crate::act::executor::{NodeReport, StepReport};
+        let report = |outcome: StepOutcome| ExecutionReport {
+            nodes: BTreeMap::from([(
+                "m1".to_owned(),
+                NodeReport {
+                    intent: None,
+                    steps: vec![StepReport { action: Action::Settle { ms: 1 }, outcome }],
+                    heal: None,
+                    verification: None,
+                },
+            )]),
+            services: BTreeMap::new(),
+        };
+        let failed = report(StepOutcome::Failed { took_ms: 1, error: "x".into() });
+        assert_eq!(outcome_of(Some(&failed), false, false), PassOutcome::Failed);
+        let skipped = report(StepOutcome::Skipped);
+        assert_eq!(outcome_of(Some(&skipped), false, true), PassOutcome::Cancelled);
+        let done = report(StepOutcome::Done { took_ms: 1, detail: None });
+        assert_eq!(outcome_of(Some(&done), false, false), PassOutcome::Acted);
+        assert_eq!(outcome_of(None, true, false), PassOutcome::InSync);
+        assert_eq!(outcome_of(None, false, false), PassOutcome::Held);
+    }
 }
