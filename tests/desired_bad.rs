@@ -588,3 +588,15 @@ fn wrong_type_bool() {
     "#]],
     );
 }
+
+/// A number the schema accepts but the field cannot hold is reported by the typed pass, with the
+/// line and column of the document's own text mapped back into the file.
+#[test]
+fn number_too_large() {
+    check(
+        "number_too_large",
+        expect![[r#"
+        nodes.yaml:16:22: error: spec.models[0].contextLength: expected an integer from 0 to 4294967295
+    "#]],
+    );
+}

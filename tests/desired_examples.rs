@@ -16,8 +16,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("a directory of the repository")
+        .map(|e| e.expect("a readable entry").path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     out.sort();
@@ -39,8 +39,8 @@ fn example_manifest_dirs() -> Vec<PathBuf> {
             return;
         }
         let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
+            .expect("a directory of the repository")
+            .map(|e| e.expect("a readable entry").path())
             .filter(|p| p.is_dir())
             .collect();
         subdirs.sort();
@@ -56,8 +56,11 @@ fn example_manifest_dirs() -> Vec<PathBuf> {
 /// Every manifest file below `dir` (recursively).
 fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = yaml_files(dir);
-    let mut subdirs: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("a directory of the repository")
+        .map(|e| e.expect("a readable entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
     subdirs.sort();
     for d in subdirs {
         out.extend(manifest_files(&d));
@@ -275,4 +278,22 @@ fn from_yaml_str_builds_a_state() {
         err.to_string(),
         "<inline>:2:7: error: kind: unknown kind `Nod`\n  hint: did you mean `Node`?"
     );
+}
+
+/// The README's table of Cluster defaults is exactly `defaults::cluster_table()` (which
+/// `validate --help` prints and the schemas carry), row for row.
+#[test]
+fn readme_defaults_table_is_current() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let begin = readme.find("<!-- cluster-defaults:begin -->").expect("table start marker");
+    let end = readme.find("<!-- cluster-defaults:end -->").expect("table end marker");
+    let rows: Vec<(String, String)> = readme[begin..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[2].trim_matches('`').to_owned())
+        })
+        .collect();
+    assert_eq!(rows, desired::defaults::cluster_table());
 }

@@ -129,21 +129,24 @@ async fn state_and_request_log() {
 async fn admin_restart_settings_and_clear() {
     let sim = start(TWO).await;
     let admin = sim.node("b").unwrap().admin_url().to_owned();
-    let (s, v) = post(&format!("{admin}/_sim/restart"), json!({"down": "100ms"})).await;
-    assert_eq!((s, v["restarting"].clone()), (200, json!(true)));
+    let (s, v) = post(&format!("{admin}/_sim/restart"), json!({"down": "500ms"})).await;
+    assert_eq!((s, v["restarting"].clone(), v["down-ms"].clone()), (200, json!(true), json!(500)));
     let (_, st) = get(&format!("{admin}/_sim/state")).await;
     assert_eq!(
         (st["listening"].clone(), st["process"]["state"].clone()),
         (json!(false), json!("restarting"))
     );
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    let b = sim.node("b").unwrap();
+    assert!(wait_for(Duration::from_secs(3), || b.state().listening).await);
     let (_, st) = get(&format!("{admin}/_sim/state")).await;
     assert_eq!((st["listening"].clone(), st["instances"].clone()), (json!(true), json!([])));
 
     let (s, v) = post(&format!("{admin}/_sim/settings"), json!({"load-time": "250ms"})).await;
     assert_eq!((s, v["load-time"].clone()), (200, json!("250ms")));
+    let url = sim.url("b").unwrap();
+    get_when_up(&format!("{url}/api/v1/models")).await;
     let t = std::time::Instant::now();
-    post(&format!("{}/api/v1/models/load", sim.url("b").unwrap()), json!({"model": "org/m"})).await;
+    post(&format!("{url}/api/v1/models/load"), json!({"model": "org/m"})).await;
     assert!(t.elapsed() >= Duration::from_millis(250));
     let (s, _) = post(&format!("{admin}/_sim/settings"), json!({"load-tim": "1s"})).await;
     assert_eq!(s, 400);
@@ -181,14 +184,15 @@ async fn library_handle() {
 #[tokio::test]
 async fn timeline_runs() {
     let yaml = format!(
-        "{TWO}timeline:\n  - {{ at: 50ms, node: a, fault: {{ kind: http-500 }} }}\n  - {{ at: 250ms, node: '*', clear: all }}\n"
+        "{TWO}timeline:\n  - {{ at: 400ms, node: a, fault: {{ kind: http-500 }} }}\n  - {{ at: 1200ms, node: '*', clear: all }}\n"
     );
+    let t0 = tokio::time::Instant::now();
     let sim = start(&yaml).await;
     let url = format!("{}/api/tags", sim.url("a").unwrap());
     assert_eq!(get(&url).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(700)).await;
     assert_eq!(get(&url).await.0, 500);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(1400)).await;
     assert_eq!(get(&url).await.0, 200);
 }
 

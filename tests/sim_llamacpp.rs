@@ -47,15 +47,17 @@ async fn health_while_loading() {
     let sim = start(SINGLE).await;
     let url = sim.url("l1").unwrap();
     assert_eq!(get(&format!("{url}/health")).await, (200, json!({"status": "ok"})));
-    sim.node("l1").unwrap().restart();
+    let node = sim.node("l1").unwrap();
+    // Held, so the checks below see the load in progress however slow the machine is.
+    node.inject(FaultKind::HoldLoads);
+    node.restart();
     let loading: Value = serde_json::from_str(LOADING).unwrap();
     for p in ["/health", "/v1/models", "/props", "/slots"] {
         assert_eq!(get(&format!("{url}{p}")).await, (503, loading.clone()), "{p}");
     }
+    node.clear_faults();
     let ok = wait_for(Duration::from_secs(3), || {
-        sim.node("l1")
-            .unwrap()
-            .state()
+        node.state()
             .instances
             .iter()
             .all(|i| !matches!(i.state, homeostat::sim::model::InstanceState::Loading { .. }))
@@ -74,7 +76,9 @@ async fn models_meta_null_while_loading() {
     )
     .await;
     let url = sim.url("l1").unwrap();
-    sim.node("l1").unwrap().restart();
+    let node = sim.node("l1").unwrap();
+    node.inject(FaultKind::HoldLoads);
+    node.restart();
     let (s, v) = get(&format!("{url}/v1/models")).await;
     assert_eq!(s, 200);
     assert_eq!(v["data"][0]["meta"], Value::Null);
@@ -263,6 +267,8 @@ async fn router_async_load() {
     );
     assert_eq!(status_of(&v, "tiny-a")["value"], "unloaded");
     assert!(status_of(&v, "tiny-a")["args"].is_array());
+    let node = sim.node("r1").unwrap();
+    node.inject(FaultKind::HoldLoads);
     let (s, v) = post(&format!("{url}/models/load"), json!({"model": "tiny-a"})).await;
     assert_eq!((s, v), (200, json!({"success": true})));
     let (_, v) = get(&format!("{url}/models")).await;
@@ -275,6 +281,7 @@ async fn router_async_load() {
             json!({"error": {"code": 400, "message": "model is already running", "type": "invalid_request_error"}})
         )
     );
+    node.clear_faults();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (_, v) = get(&format!("{url}/v1/models")).await;
     assert_eq!(status_of(&v, "tiny-a")["value"], "loaded");

@@ -16,7 +16,7 @@ nodes:
     backend: vllm
     listen: 127.0.0.1:0
     load-time: 100ms
-    restart-time: 50ms
+    restart-time: 500ms
     dev-mode: true
     models:
       - { name: meta-llama/Llama-3.1-8B-Instruct, size: 16GiB, context-length: 8192 }
@@ -133,7 +133,7 @@ async fn metrics_names_and_waiting_requests() {
     });
     let waiting = format!("vllm:num_requests_waiting{{engine=\"0\",model_name=\"{MODEL}\"}} 1.0");
     let mut seen = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (_, _, text) = get_text(&format!("{url}/metrics")).await;
         if text.contains(&waiting) {
             seen = true;
@@ -194,8 +194,7 @@ async fn restart_refuses_until_loaded() {
     assert!(err.is_connect(), "{err:?}");
     let up = wait_for(Duration::from_secs(3), || node.state().listening).await;
     assert!(up);
-    let (s, _, _) = get_text(&format!("{url}/health")).await;
-    assert_eq!(s, 200);
+    assert_eq!(get_when_up(&format!("{url}/health")).await.0, 200);
     let log = node.state().restarts;
     assert_eq!(log, 1);
 }

@@ -273,6 +273,9 @@ pub struct ServiceStatus {
     pub heal_attempts: u32,
     pub held: Vec<HeldStep>,
     pub pass: PassStatus,
+    /// The service's recent actions (restarts), newest first.
+    #[serde(default)]
+    pub recent_actions: Vec<ActionEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,6 +485,7 @@ fn service_status(s: &ServiceSnapshot, now: Timestamp) -> ServiceStatus {
         heal_attempts: h.heal_attempts,
         held: s.plan.as_ref().map(|p| held(&p.held)).unwrap_or_default(),
         pass: pass_status(&s.task),
+        recent_actions: s.recent_actions.iter().map(action_entry).collect(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::{GlobalArgs, Output, exit};
 use crate::desired::{Diagnostic, Kind, load_dir};
 
 #[derive(Debug, Args)]
+#[command(after_long_help = crate::desired::defaults::cluster_help())]
 pub struct ValidateArgs {
     /// Output format: `table` prints problems to stderr and a summary line to stdout; `json`
     /// prints one report (valid, counts, errors, warnings, hash) to stdout.

@@ -129,6 +129,7 @@ impl Control {
                         observation: v.observed.services.get(name).cloned(),
                         plan: v.service_plans.get(name).cloned(),
                         task: v.tasks.get(&t).cloned().unwrap_or_default(),
+                        recent_actions: Vec::new(),
                     };
                     (name.clone(), s)
                 })
@@ -155,7 +156,13 @@ impl Control {
         snap.notifiers = sh.notifications.notifiers();
         snap.delivery = sh.notifications.stats();
         if actions > 0 {
-            let names: Vec<String> = snap.nodes.keys().cloned().collect();
+            // Service actions are logged as `service/NAME`.
+            let names: Vec<String> = snap
+                .nodes
+                .keys()
+                .cloned()
+                .chain(snap.services.keys().map(|s| format!("service/{s}")))
+                .collect();
             let store = sh.store.clone();
             let recent = crate::store::blocking(store, move |s| {
                 names
@@ -167,7 +174,11 @@ impl Control {
             match recent {
                 Ok(list) => {
                     for (n, a) in list {
-                        if let Some(node) = snap.nodes.get_mut(&n) {
+                        if let Some(service) = n.strip_prefix("service/") {
+                            if let Some(s) = snap.services.get_mut(service) {
+                                s.recent_actions = a;
+                            }
+                        } else if let Some(node) = snap.nodes.get_mut(&n) {
                             node.recent_actions = a;
                         }
                     }

@@ -116,13 +116,24 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         cancel: env.cancel.clone(),
     };
     let execution = execute(&ctx, &out.plan, &mut memory).await;
-    write_routes(env.state_dir, &out.plan, &recorder);
-    let unhealthy = still_unhealthy(&out.plan, &execution);
+    let mut plan = out.plan;
+    let verified: BTreeSet<String> = execution
+        .nodes
+        .iter()
+        .filter(|(_, r)| r.heal == Some(HealResult::Verified))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !verified.is_empty() {
+        // Healed nodes take traffic again now, not one pass later.
+        plan.routing = crate::plan::routing_after_execution(env.desired, &memory, &plan, &verified);
+    }
+    write_routes(env.state_dir, &plan, &recorder);
+    let unhealthy = still_unhealthy(&plan, &execution);
     Ok(PassReport {
         correlation: env.correlation.clone(),
         at: now,
         observation,
-        plan: out.plan,
+        plan,
         execution,
         unhealthy,
     })
@@ -213,7 +224,7 @@ pub fn routes_document(at: Timestamp, routing: &RoutingTable) -> serde_json::Val
 }
 
 /// Writes `routes.json` atomically (0600) for other tools.
-fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
+pub fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
     let path: PathBuf = state_dir.join(ROUTES_FILE);
     let body = routes_document(plan.at, &plan.routing);
     let text = serde_json::to_vec_pretty(&body).unwrap_or_default();

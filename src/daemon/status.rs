@@ -160,6 +160,8 @@ pub struct ServiceSnapshot {
     pub observation: Option<ServiceObservation>,
     pub plan: Option<ServicePlan>,
     pub task: TaskStatus,
+    /// Filled from the store when the status asks for recent actions.
+    pub recent_actions: Vec<ActionRecord>,
 }
 
 /// Everything `/api/v1/status` shows.

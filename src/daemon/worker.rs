@@ -14,7 +14,7 @@
 //! executed steps (a follow-up that sees their effect, at most [`FOLLOW_UP_LIMIT`] in a row). A
 //! wake-up (reload, heartbeat, API) starts a pass at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,13 +28,15 @@ use tracing::Instrument as _;
 use super::pass::{StoreRecorder, correlation_id, record_node_transitions};
 use super::shared::{CLUSTER_SCOPE, Shared, Target, keep_api_fields};
 use super::status::{Activation, LastPass, PassOutcome, Running};
-use crate::act::executor::{ExecContext, ExecutionReport, Recorder as _, StepOutcome, execute};
+use crate::act::executor::{
+    ExecContext, ExecutionReport, HealResult, Recorder as _, StepOutcome, execute,
+};
 use crate::notify::Decisions;
 use crate::observe::{observe_node, observe_service};
 use crate::plan::diagnose::Problem;
 use crate::plan::memory::{Memory, NodeMemory};
 use crate::plan::step::{Alert, HoldReason, Plan};
-use crate::plan::{Focus, PlanInput, plan};
+use crate::plan::{Focus, PlanInput, plan, routing_after_execution};
 use crate::store::kinds;
 use crate::time::Timestamp;
 
@@ -410,6 +412,15 @@ async fn node_pass_inner(
                 }
                 v.memory.nodes.insert(name.to_owned(), m.clone());
                 v.node_needs_save(name, &m);
+                let verified =
+                    r.nodes.get(name).is_some_and(|n| n.heal == Some(HealResult::Verified));
+                if verified {
+                    // The healed node takes traffic again now, not at its next pass.
+                    let whole = Plan { at: now, nodes: v.node_plans.clone(), ..Plan::default() };
+                    let healed = BTreeSet::from([name.to_owned()]);
+                    let table = routing_after_execution(&v.desired, &v.memory, &whole, &healed);
+                    v.publish_routes(table, sh.clock.now(), &sh.persist);
+                }
                 Some(m)
             }
         };

@@ -85,6 +85,12 @@ pub const ARENA_CYCLES: u32 = 5;
 pub const ARENA_QUICK_CYCLES: u32 = 2;
 /// R6 arena: warm-up requests before scoring, not counted.
 pub const ARENA_WARMUPS: u32 = 3;
+/// R6 arena: the arena's hold on a node lasts this long unless renewed (it renews every third
+/// of it while it runs); an arena that died is noticed by the next reconcile after at most this.
+pub const ARENA_LEASE: Dur = Dur::from_secs(60);
+/// R6 regression: a regression detected schedules a new benchmark this much later, to tell a
+/// bad model from a passing slowdown.
+pub const REBENCH_AFTER: Dur = Dur::from_secs(10 * 60);
 
 /// Benchmark answers are capped at this many tokens unless the suite says otherwise.
 pub const SUITE_MAX_TOKENS: u32 = 64;
@@ -96,3 +102,64 @@ pub const API_LISTEN: &str = "127.0.0.1:9464";
 
 /// Notifications: the same alert is not repeated while its condition holds, except this often.
 pub const RENOTIFY_AFTER: Dur = Dur::from_secs(60 * 60);
+
+/// The defaults of every `Cluster` setting as `(path in spec, value)` rows, in the order of the
+/// manifest types (for `--help` and the README's table, which a test keeps equal to this).
+pub fn cluster_table() -> Vec<(String, String)> {
+    use super::yaml::{Node, Value};
+    fn flatten(prefix: &str, node: &Node, out: &mut Vec<(String, String)>) {
+        match &node.value {
+            Value::Map(entries) => {
+                for e in entries {
+                    let path = if prefix.is_empty() {
+                        e.key.clone()
+                    } else {
+                        format!("{prefix}.{}", e.key)
+                    };
+                    flatten(&path, &e.value, out);
+                    if path == "verification.passRatio" {
+                        // `suite` is `None` by default and so not serialised; it still has a
+                        // default: the built-in suite.
+                        out.push((
+                            "verification.suite".into(),
+                            format!("{BUILTIN_SUITE} (built in)"),
+                        ));
+                    }
+                }
+            }
+            Value::Seq(_) => out.push((prefix.to_owned(), "[]".to_owned())),
+            Value::Scalar(s) => {
+                let text = match s.to_json() {
+                    serde_json::Value::Number(n) => match n.as_f64() {
+                        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
+                            format!("{}", f as i64)
+                        }
+                        _ => n.to_string(),
+                    },
+                    _ => s.text.clone(),
+                };
+                out.push((prefix.to_owned(), text));
+            }
+        }
+    }
+    let text = serde_saphyr::to_string(&super::types::ClusterSpec::default())
+        .expect("the default cluster serialises");
+    let mut out = Vec::new();
+    if let Some(root) = super::yaml::parse(&text).docs.into_iter().find_map(|d| d.root) {
+        flatten("", &root, &mut out);
+    }
+    out
+}
+
+/// [`cluster_table`] as text for `--help`.
+pub fn cluster_help() -> String {
+    let rows = cluster_table();
+    let width = rows.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+    let mut s = String::from(
+        "Cluster defaults (what a manifest set gets for every setting it leaves out):\n",
+    );
+    for (path, value) in rows {
+        s.push_str(&format!("  {path:<width$}  {value}\n"));
+    }
+    s
+}

@@ -220,7 +220,8 @@ impl From<usize> for Seg {
 }
 
 /// Renders a path as `spec.models[0].size`; keys that are not identifiers are quoted
-/// (`metadata.labels["app.kubernetes.io/name"]`).
+/// (`metadata.labels["app.kubernetes.io/name"]`), and a key shaped like a credential is shown as
+/// `[redacted]`.
 pub fn render_path(path: &[Seg]) -> String {
     let mut out = String::new();
     for seg in path {
@@ -230,6 +231,7 @@ pub fn render_path(path: &[Seg]) -> String {
                 out.push_str(&i.to_string());
                 out.push(']');
             }
+            Seg::Key(k) if looks_like_secret(k) => out.push_str("[redacted]"),
             Seg::Key(k) => {
                 let ident = !k.is_empty()
                     && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -330,10 +332,25 @@ pub fn looks_like_secret(s: &str) -> bool {
         "hf_",
         "AKIA",
     ];
-    if t.len() >= 12 && PREFIXES.iter().any(|p| t.starts_with(p)) {
-        return true;
+    // A token is one word...
+    let one_word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+    // ... whose random part is a long run of letters and digits, with digits or mixed case: a
+    // name that merely starts like one (`hf_inference`, `sk-learn-demo`) is not a token.
+    let random = |w: &str| {
+        w.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| {
+            run.len() >= 12
+                && (run.chars().any(|c| c.is_ascii_digit())
+                    || (run.chars().any(|c| c.is_ascii_lowercase())
+                        && run.chars().any(|c| c.is_ascii_uppercase())))
+        })
+    };
+    if one_word(t)
+        && let Some(p) = PREFIXES.iter().find(|p| t.starts_with(*p))
+    {
+        return random(&t[p.len()..]);
     }
-    t.len() >= 8 && t.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+    t.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        && t.get(7..).is_some_and(|w| one_word(w) && w.len() >= 8)
 }
 
 /// Whether a word is shaped like a token: a credential by [`looks_like_secret`], or a run of
@@ -407,6 +424,12 @@ mod tests {
         assert!(looks_like_secret("ghp_0123456789abcdefABCDEF"));
         assert!(!looks_like_secret("qwen/qwen3-8b"));
         assert!(!looks_like_secret("http://10.5.0.2:1234"));
+        assert!(looks_like_secret("Bearer abcdef123456"));
+        assert!(!looks_like_secret("Bearer tokens go in a header. Why?"));
+        assert!(!looks_like_secret("sk-learn is a Python library"));
+        assert!(!looks_like_secret("hf_inference_server_v2"));
+        assert!(looks_like_secret("hf_AbCdEfGhIjKlMnOpQrStUvWxYz"));
+        assert!(looks_like_secret("xoxb-1234567890123-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"));
         assert!(looks_token_shaped("a3f9c2e7b1d04f6a9e8c7b6a5d4c3b2a"));
         assert!(!looks_token_shaped("qwen2.5-coder-32b-instruct-q4_k_m"));
     }

@@ -1,8 +1,22 @@
 //! Desired state: the manifest language (`types`), its units and defaults, loading a directory
 //! of YAML, validation in layers, and the JSON Schemas.
 //!
-//! Only validation constructs a `DesiredState`, so holding one proves the manifests were valid.
-//! The YAML is the source of truth; nothing here writes to it.
+//! Entry points: [`load_dir`] (a manifest directory → [`Loaded`] or every problem as
+//! [`Diagnostics`]) and [`from_yaml_str`] (one in-memory file, for tests and tools).
+//!
+//! - `yaml`: the file as a tree of documents with line/column on every node (pass 1: syntax,
+//!   duplicate keys, the `kind` header of each document).
+//! - `hygiene`: secrets by reference only; URLs without credentials.
+//! - `schema`: JSON Schemas generated from `types`, and the JSON Schema layer.
+//! - `validate`: the layers in order, typed deserialisation per kind (pass 2), semantic and
+//!   cross-document checks; the only code that builds a `DesiredState`.
+//! - `load`: reading the directory (the only I/O), the set's hash.
+//! - `diagnostic`: [`Diagnostic`] and its compiler-like rendering.
+//!
+//! Invariants: outside `load` (and `schema::write_all`) nothing here does I/O; no diagnostic
+//! contains a secret from a manifest. Validation constructs `DesiredState`, so one obtained from
+//! `load_dir` proves the manifests were valid. The YAML is the source of truth; nothing here
+//! writes to it.
 
 pub mod defaults;
 pub mod diagnostic;

@@ -19,9 +19,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::diagnostic::{Diagnostic, Mark, Seg, did_you_mean, redact_token_like, render_path};
+use super::diagnostic::{
+    Diagnostic, Mark, Seg, did_you_mean, looks_like_secret, redact_token_like, render_path,
+};
 use super::types::*;
 use super::units::{ByteSize, Dur};
 use super::yaml::{self, Node, printable};
@@ -56,6 +59,8 @@ struct Doc<'a> {
     name: Option<&'a str>,
     /// Nothing found by layers 1–4: the typed pass may run.
     clean: bool,
+    /// The document as JSON (layer 4's input), kept for the typed pass's fast path.
+    json: serde_json::Value,
 }
 
 impl Doc<'_> {
@@ -170,9 +175,15 @@ pub(crate) fn compile(
         // The header layer reported these already.
         handled.push(vec![Seg::from("apiVersion")]);
         handled.push(vec![Seg::from("kind")]);
-        let json = doc.root.to_json();
-        let schema_errors =
-            super::schema::check(doc.kind, doc.root, &json, doc.file, &handled, &found.refused_in);
+        doc.json = doc.root.to_json();
+        let schema_errors = super::schema::check(
+            doc.kind,
+            doc.root,
+            &doc.json,
+            doc.file,
+            &handled,
+            &found.refused_in,
+        );
         if !found.diagnostics.is_empty() || !schema_errors.is_empty() {
             doc.clean = false;
         }
@@ -293,7 +304,9 @@ fn header<'a>(
         Some(v) => {
             clean = false;
             let found = match v.as_str() {
-                Some(s) if s.chars().count() <= 40 => format!("`{}`", printable(s)),
+                Some(s) if s.chars().count() <= 40 && !looks_like_secret(s) => {
+                    format!("`{}`", printable(s))
+                }
                 _ => v.describe().to_owned(),
             };
             diags.push(
@@ -325,7 +338,11 @@ fn header<'a>(
                         Some(m) => format!("did you mean `{m}`?"),
                         None => format!("known kinds: {}", kind_list()),
                     };
-                    let shown = if s.chars().count() <= 40 { printable(s) } else { "…".into() };
+                    let shown = if s.chars().count() <= 40 && !looks_like_secret(s) {
+                        printable(s)
+                    } else {
+                        "(not shown)".into()
+                    };
                     diags.push(
                         Diagnostic::error(file, format!("unknown kind `{shown}`"))
                             .at(Some(k.mark))
@@ -350,11 +367,30 @@ fn header<'a>(
         },
     };
     let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::as_str);
-    Some(Doc { file, text, first_line: d.first_line, root, kind, name, clean })
+    Some(Doc {
+        file,
+        text,
+        first_line: d.first_line,
+        root,
+        kind,
+        name,
+        clean,
+        json: serde_json::Value::Null,
+    })
 }
 
-/// Layer 5: serde-saphyr on the document's own text, straight into `Document<S>`.
+/// Layer 5: the document straight into `Document<S>` (its kind picked `S`; no tagged enum, so
+/// nothing is buffered and errors keep their position).
+///
+/// Fast path: the document already passed its JSON Schema, so its JSON value (built from the
+/// same YAML events) almost always deserialises as is, several times faster than parsing the
+/// text again. When it does not (a number too large for its field, ...), serde-saphyr reads the
+/// document's own text and is the authority: its value is used, or its error is reported with
+/// its line and column.
 fn deserialize<S: DeserializeOwned>(doc: &Doc<'_>) -> Result<(Metadata, S), Box<Diagnostic>> {
+    if let Ok(d) = Document::<S>::deserialize(&doc.json) {
+        return Ok((d.metadata, d.spec));
+    }
     match serde_saphyr::from_str::<Document<S>>(doc.text) {
         Ok(d) => Ok((d.metadata, d.spec)),
         Err(e) => {
@@ -367,12 +403,52 @@ fn deserialize<S: DeserializeOwned>(doc: &Doc<'_>) -> Result<(Metadata, S), Box<
                 Some(i) => text[..i].to_owned(),
                 None => text,
             };
+            let message = match text.strip_prefix("invalid ") {
+                Some("u8") => "expected an integer from 0 to 255".to_owned(),
+                Some("u16") => "expected an integer from 0 to 65535".to_owned(),
+                Some("u32") => "expected an integer from 0 to 4294967295".to_owned(),
+                Some("u64") => "expected an integer from 0 to 18446744073709551615".to_owned(),
+                _ => redact_token_like(&text),
+            };
+            let path = mark.and_then(|m| path_at(doc.root, m)).map(|p| render_path(&p));
             Err(Box::new(
-                Diagnostic::error(doc.file, redact_token_like(&text))
-                    .at(mark.or(Some(doc.root.mark))),
+                Diagnostic::error(doc.file, message)
+                    .at(mark.or(Some(doc.root.mark)))
+                    .path(path.unwrap_or_default()),
             ))
         }
     }
+}
+
+/// The path of the node (or key) written at `mark`, to name where a typed error is.
+fn path_at(root: &Node, mark: Mark) -> Option<Vec<Seg>> {
+    let mut stack: Vec<(Vec<Seg>, &Node)> = vec![(Vec::new(), root)];
+    while let Some((path, node)) = stack.pop() {
+        if node.mark == mark && !path.is_empty() {
+            return Some(path);
+        }
+        match &node.value {
+            yaml::Value::Map(entries) => {
+                for e in entries {
+                    let mut p = path.clone();
+                    p.push(Seg::Key(e.key.clone()));
+                    if e.key_mark == mark {
+                        return Some(p);
+                    }
+                    stack.push((p, &e.value));
+                }
+            }
+            yaml::Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let mut p = path.clone();
+                    p.push(Seg::Index(i));
+                    stack.push((p, item));
+                }
+            }
+            yaml::Value::Scalar(_) => {}
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,6 +620,67 @@ fn check_node(doc: &Doc<'_>, n: &NodeSpec, diags: &mut Vec<Diagnostic>) {
     }
     if let Some(b) = &n.benchmark {
         positive(doc, p!["spec", "benchmark", "every"], b.every, diags);
+    }
+    check_candidates(doc, n, diags);
+}
+
+/// Arena candidates: named once, not the primary itself, with a size and a usable context.
+fn check_candidates(doc: &Doc<'_>, n: &NodeSpec, diags: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, c) in n.candidates.iter().enumerate() {
+        if let Some(first) = seen.insert(c.name.as_str(), i) {
+            diags.push(doc.error(
+                p!["spec", "candidates", i, "name"],
+                format!(
+                    "candidate `{}` is listed twice (first at spec.candidates[{first}])",
+                    printable(&c.name)
+                ),
+            ));
+        }
+        if c.name.trim().is_empty() {
+            diags.push(doc.error(p!["spec", "candidates", i, "name"], "must not be empty"));
+        }
+        if n.primary()
+            .is_some_and(|p| p.name == c.name && LoadSettingsView::of(p) == LoadSettingsView::of(c))
+        {
+            diags.push(
+                doc.warning(
+                    p!["spec", "candidates", i],
+                    "this candidate is the primary model with the same settings; the arena skips it",
+                )
+                .hint("give the candidate other settings, or remove it"),
+            );
+        }
+        if c.size.bytes() == 0 {
+            diags.push(doc.error(p!["spec", "candidates", i, "size"], "must be larger than 0B"));
+        }
+        if c.context_length == Some(0) {
+            diags.push(
+                doc.error(p!["spec", "candidates", i, "contextLength"], "must be at least 1"),
+            );
+        }
+        if c.residency.is_some() {
+            diags.push(doc.warning(
+                p!["spec", "candidates", i, "residency"],
+                "a candidate is loaded only by the arena, pinned while it runs; `residency` is ignored",
+            ));
+        }
+    }
+}
+
+/// The load settings of a model entry, to compare two entries.
+#[derive(PartialEq)]
+struct LoadSettingsView(Option<u32>, Option<bool>, Option<u32>, Option<u32>, Option<bool>);
+
+impl LoadSettingsView {
+    fn of(m: &ModelSpec) -> Self {
+        LoadSettingsView(
+            m.context_length,
+            m.flash_attention,
+            m.eval_batch_size,
+            m.num_experts,
+            m.offload_kv_cache_to_gpu,
+        )
     }
 }
 
@@ -876,6 +1013,22 @@ fn check_references(docs: &[Doc<'_>], diags: &mut Vec<Diagnostic>) {
 fn check_fit(doc: &Doc<'_>, n: &NodeSpec, headroom: ByteSize, diags: &mut Vec<Diagnostic>) {
     let vram = n.vram.bytes();
     let h = headroom.bytes();
+    for (i, c) in n.candidates.iter().enumerate() {
+        let need = c.size.bytes().saturating_add(h);
+        if need > vram {
+            diags.push(doc.error(
+                p!["spec", "candidates", i, "size"],
+                format!(
+                    "candidate `{}` needs {} + {} headroom = {}, more than the node's VRAM ({})",
+                    printable(&c.name),
+                    c.size.human(),
+                    headroom.human(),
+                    ByteSize(need).human(),
+                    n.vram.human()
+                ),
+            ));
+        }
+    }
     let mut resident: u64 = 0;
     let mut resident_count = 0usize;
     for (i, m) in n.models.iter().enumerate() {

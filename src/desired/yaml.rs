@@ -124,7 +124,7 @@ pub fn parse(text: &str) -> File {
                         line_start(text, span.start.byte_offset().unwrap_or(0).min(text.len()))
                     };
                     boundaries.push(start);
-                    builder = Some(Builder::new(doc_index, mark_of(&span), start, text));
+                    builder = Some(Builder::new(doc_index, mark_of(&span), start));
                 }
                 Event::DocumentEnd => {
                     if let Some(b) = builder.take() {
@@ -189,10 +189,6 @@ fn line_start(text: &str, byte: usize) -> usize {
     text.as_bytes()[..byte].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)
 }
 
-fn line_number(text: &str, byte: usize) -> usize {
-    text.as_bytes()[..byte.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
-}
-
 enum Frame {
     Seq { mark: Mark, anchor: usize, items: Vec<Node> },
     Map { mark: Mark, anchor: usize, entries: Vec<Entry>, key: Option<(String, Mark)>, seen: Seen },
@@ -239,12 +235,13 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(index: usize, mark: Mark, start: usize, text: &str) -> Self {
+    fn new(index: usize, mark: Mark, start: usize) -> Self {
         Builder {
             index,
             mark,
             start,
-            first_line: line_number(text, start),
+            // The text starts at the beginning of the document's first line (or of the file).
+            first_line: if start == 0 { 1 } else { mark.line },
             stack: Vec::new(),
             root: None,
             anchors: HashMap::new(),
@@ -406,8 +403,13 @@ impl Builder {
     }
 }
 
-/// A key shortened for messages (keys are names, but a fuzzed or pasted key may be anything).
+/// A user's string as messages may show it: shortened, control characters replaced, and
+/// `[redacted]` when it is shaped like a credential (a pasted token can end up anywhere, even
+/// in a name).
 pub fn printable(s: &str) -> String {
+    if super::diagnostic::looks_like_secret(s) {
+        return "[redacted]".to_owned();
+    }
     let mut out: String =
         s.chars().take(60).map(|c| if c.is_control() { '?' } else { c }).collect();
     if s.chars().count() > 60 {

@@ -9,6 +9,8 @@
 //!   "code":"invalid_api_key","message":"An LM Studio API token is required ..."}}` (0.4.18 log,
 //!   opencode-lmstudio #41); the status (401) and the message for a *wrong* token are not
 //!   documented (UNCONFIRMED);
+//! - a further instance of a loaded key gets the id `key:2`, `key:3`, ... (secondary sources;
+//!   UNCONFIRMED from LM Studio's docs — clients must unload by the id they read);
 //! - #619: with exactly one model loaded, `/v1/chat/completions` answers with it whatever
 //!   `model` was asked for (the reply's `model` names the model that answered).
 //!

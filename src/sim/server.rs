@@ -157,7 +157,7 @@ impl NodeHandle {
     /// listening, requests in flight are cut; waiters are woken on any such change.
     pub fn with<R>(&self, f: impl FnOnce(&mut NodeModel, Timestamp) -> R) -> R {
         let at = now();
-        let (r, died, changed) = {
+        let (r, changed) = {
             let mut g = self.lock();
             g.model.tick(at);
             let r = f(&mut g.model, at);
@@ -167,13 +167,15 @@ impl NodeHandle {
             let changed = died || listening != g.listening;
             g.listening = listening;
             g.restarts = restarts;
-            (r, died, changed)
+            if died {
+                // Still under the model lock: whoever sees the new state sees the old epoch
+                // cancelled (see `serve_node`).
+                let mut e = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+                e.cancel();
+                *e = CancellationToken::new();
+            }
+            (r, changed)
         };
-        if died {
-            let mut e = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-            e.cancel();
-            *e = CancellationToken::new();
-        }
         if changed {
             self.changed.notify_waiters();
         }
@@ -559,9 +561,14 @@ async fn serve_node(
         Ok(resp)
     };
     let resp = tokio::select! {
-        r = work => r?,
+        biased;
         _ = epoch.cancelled() => return Err(Cut),
+        r = work => r?,
     };
+    if epoch.is_cancelled() {
+        // The process died while this answer was being made (it may describe the new state).
+        return Err(Cut);
+    }
     Ok(cut_on(resp, epoch))
 }
 

@@ -90,3 +90,22 @@ pub async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// `GET url` once the port accepts connections again (a restarted node's listener reopens a
+/// moment after the node is back), retrying connection errors for at most 3 s.
+pub async fn get_when_up(url: &str) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match client().get(url).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.expect("body read");
+                return (status, serde_json::from_str(&text).unwrap_or(Value::String(text)));
+            }
+            Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+}
