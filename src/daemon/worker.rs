@@ -11,10 +11,12 @@
 //! Scheduling: the next pass is due at the earliest of the interval (±jitter), the end of a hold
 //! the plan reported (action delay, backoff, breaker cool-down, arena), the retry delay after a
 //! failed probe below the heal threshold, the node's heartbeat deadline, and shortly after
-//! executed steps (a follow-up that sees their effect, at most [`FOLLOW_UP_LIMIT`] in a row). A
+//! executed steps (a follow-up that sees their effect, at most [`FOLLOW_UP_LIMIT`] in a row; at
+//! once after a verified heal: the routing table, which every node's pass recomputes from the
+//! latest observations, takes the node back only once an observation shows it healed). A
 //! wake-up (reload, heartbeat, API) starts a pass at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ use crate::observe::{observe_node, observe_service};
 use crate::plan::diagnose::Problem;
 use crate::plan::memory::{Memory, NodeMemory};
 use crate::plan::step::{Alert, HoldReason, Plan};
-use crate::plan::{Focus, PlanInput, plan, routing_after_execution};
+use crate::plan::{Focus, PlanInput, plan};
 use crate::store::kinds;
 use crate::time::Timestamp;
 
@@ -157,6 +159,10 @@ pub struct Done {
     pub retry: bool,
     /// Steps were executed.
     pub acted: bool,
+    /// A heal passed verification: the next pass comes at once, so the node's observation (and
+    /// with it the routing table every other pass computes) shows it healed, not as it was
+    /// before the heal.
+    pub healed: bool,
 }
 
 /// The delay before the next pass and why.
@@ -175,7 +181,8 @@ fn schedule(sh: &Shared, done: &Done, follow_ups: &mut u32) -> (Duration, Activa
     };
     if done.acted && *follow_ups < FOLLOW_UP_LIMIT {
         *follow_ups += 1;
-        consider(retry_delay.min(interval), Activation::FollowUp);
+        let soon = if done.healed { Duration::ZERO } else { retry_delay.min(interval) };
+        consider(soon, Activation::FollowUp);
     } else if !done.acted {
         *follow_ups = 0;
     }
@@ -298,7 +305,9 @@ async fn node_pass_inner(
     correlation: &str,
     stop: &CancellationToken,
 ) -> (Done, PassOutcome) {
-    let idle = |o: PassOutcome| (Done { outcome: o, due: None, retry: false, acted: false }, o);
+    let idle = |o: PassOutcome| {
+        (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
+    };
 
     // 1. What to observe, from the view.
     let (desired, spec, overrides) = {
@@ -412,15 +421,6 @@ async fn node_pass_inner(
                 }
                 v.memory.nodes.insert(name.to_owned(), m.clone());
                 v.node_needs_save(name, &m);
-                let verified =
-                    r.nodes.get(name).is_some_and(|n| n.heal == Some(HealResult::Verified));
-                if verified {
-                    // The healed node takes traffic again now, not at its next pass.
-                    let whole = Plan { at: now, nodes: v.node_plans.clone(), ..Plan::default() };
-                    let healed = BTreeSet::from([name.to_owned()]);
-                    let table = routing_after_execution(&v.desired, &v.memory, &whole, &healed);
-                    v.publish_routes(table, sh.clock.now(), &sh.persist);
-                }
                 Some(m)
             }
         };
@@ -458,7 +458,10 @@ async fn node_pass_inner(
 
     let outcome = outcome_of(report.as_ref(), np.in_sync(), stop.is_cancelled());
     let acted = report.is_some();
-    (Done { outcome, due, retry, acted }, outcome)
+    let healed = report
+        .as_ref()
+        .is_some_and(|r| r.nodes.get(name).is_some_and(|n| n.heal == Some(HealResult::Verified)));
+    (Done { outcome, due, retry, acted, healed }, outcome)
 }
 
 /// One pass of service `name`.
@@ -487,7 +490,9 @@ async fn service_pass_inner(
     correlation: &str,
     stop: &CancellationToken,
 ) -> (Done, PassOutcome) {
-    let idle = |o: PassOutcome| (Done { outcome: o, due: None, retry: false, acted: false }, o);
+    let idle = |o: PassOutcome| {
+        (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
+    };
     let (desired, spec) = {
         let v = sh.view();
         let Some(spec) = v.desired.services.get(name).cloned() else {
@@ -589,7 +594,7 @@ async fn service_pass_inner(
         sp.steps.is_empty() && sp.held.is_empty() && sp.alerts.is_empty() && sp.problem.is_none();
     let outcome = outcome_of(report.as_ref(), in_sync, stop.is_cancelled());
     let acted = report.is_some();
-    (Done { outcome, due, retry, acted }, outcome)
+    (Done { outcome, due, retry, acted, healed: false }, outcome)
 }
 
 async fn save(sh: &Shared, name: &str, m: &NodeMemory) {
