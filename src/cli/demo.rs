@@ -698,9 +698,15 @@ fn summary(results: &[FaultResult], hook: &Webhook, interrupted: bool, forever: 
         results.len(),
         if interrupted && !forever { " (interrupted)" } else { "" }
     );
-    if interrupted && !forever {
+    exit_code(healed, results.len(), interrupted && !forever)
+}
+
+/// 0 when every scripted fault was healed; 3 (something still unhealthy) when one was not;
+/// 130 when Ctrl-C cut the script short.
+fn exit_code(healed: usize, injected: usize, interrupted: bool) -> u8 {
+    if interrupted {
         exit::INTERRUPTED
-    } else if healed == results.len() && results.len() == SCRIPT.len() {
+    } else if healed == injected && injected == SCRIPT.len() {
         exit::OK
     } else {
         exit::UNHEALTHY
@@ -1131,5 +1137,32 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a full script with every fault healed exits 0; a fault left unhealed is exit 3 even
+    /// when the script ran to its end; Ctrl-C is 130 whatever was healed so far.
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(5, 5, false), exit::OK);
+        assert_eq!(exit_code(4, 5, false), exit::UNHEALTHY);
+        assert_eq!(exit_code(2, 2, false), exit::UNHEALTHY);
+        assert_eq!(exit_code(2, 2, true), exit::INTERRUPTED);
+    }
+
+    /// The narrator's route lines: targets in order with weights, remotes marked, and
+    /// "nobody" for an empty category.
+    #[test]
+    fn targets_text() {
+        let c = serde_json::json!({"targets": [
+            {"target": "node", "name": "m2", "weight": 1.4},
+            {"target": "remote", "name": "openrouter", "weight": 1.2}
+        ]});
+        assert_eq!(targets(&c), "m2 1.4, openrouter (remote) 1.2");
+        assert_eq!(targets(&serde_json::json!({"targets": []})), "nobody");
     }
 }
