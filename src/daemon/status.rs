@@ -34,6 +34,8 @@ pub enum Activation {
     Heartbeat,
     /// An operator asked through the API (cordon, uncordon).
     Manual,
+    /// The node's scheduled benchmark (between passes; not a pass).
+    Benchmark,
 }
 
 /// How a pass ended.

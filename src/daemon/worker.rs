@@ -33,6 +33,8 @@ use super::status::{Activation, LastPass, PassOutcome, Running};
 use crate::act::executor::{
     ExecContext, ExecutionReport, HealResult, Recorder as _, StepOutcome, execute,
 };
+use crate::bench::node::{BenchEnv, BenchOptions, run_for_node};
+use crate::desired::NodeBenchmark;
 use crate::notify::Decisions;
 use crate::observe::{observe_node, observe_service};
 use crate::plan::diagnose::Problem;
@@ -115,6 +117,7 @@ async fn run_task(
     let mut next = Instant::now() + if first { initial_delay(sh) } else { Duration::ZERO };
     let mut next_reason = if first { Activation::Startup } else { Activation::Timer };
     let mut follow_ups = 0u32;
+    let mut bench = BenchClock::default();
     loop {
         let activation = tokio::select! {
             biased;
@@ -125,12 +128,25 @@ async fn run_task(
         if stop.is_cancelled() {
             return;
         }
-        let done = match target {
+        let mut done = match target {
             Target::Node(name) => node_pass(sh, name, activation, stop).await,
             Target::Service(name) => service_pass(sh, name, activation, stop).await,
         };
         if stop.is_cancelled() {
             return;
+        }
+        if let Target::Node(name) = target
+            && done.outcome != PassOutcome::Superseded
+        {
+            match scheduled_bench(sh, name, &done, &mut bench, stop).await {
+                BenchNext::At(at) => done.due = Some(done.due.map_or(at, |d| d.min(at))),
+                // The node's degraded mark changed: a pass now republishes its weights.
+                BenchNext::PassNow => done.due = Some(sh.clock.now()),
+                BenchNext::Never => {}
+            }
+            if stop.is_cancelled() {
+                return;
+            }
         }
         let (delay, reason) = match done.outcome {
             PassOutcome::Superseded => (Duration::ZERO, Activation::Reload),
@@ -190,11 +206,187 @@ fn schedule(sh: &Shared, done: &Done, follow_ups: &mut u32) -> (Duration, Activa
         consider(retry_delay, Activation::Scheduled);
     }
     let now = sh.clock.now();
+    if done.due.is_some_and(|d| d == now) {
+        consider(Duration::ZERO, Activation::Scheduled);
+    }
     if let Some(due) = done.due.filter(|d| *d > now) {
         // One millisecond past the end of the hold: the planner compares `now < until`.
         consider(due.since(now) + Duration::from_millis(1), Activation::Scheduled);
     }
     best
+}
+
+/// When the node's scheduled benchmark (`spec.benchmark`, or a request a regression left in the
+/// store) is next due. Read from the store when the task starts, when the node's schedule
+/// changes (reload) and after each run; the store is not read at every pass.
+#[derive(Default)]
+struct BenchClock {
+    /// The schedule `next` was computed for; `None` before the first read.
+    schedule: Option<Option<NodeBenchmark>>,
+    next: Option<Timestamp>,
+}
+
+/// What the scheduled benchmark asks of the task's timer.
+#[derive(Debug, PartialEq, Eq)]
+enum BenchNext {
+    /// No schedule and no request.
+    Never,
+    /// Look again at this time.
+    At(Timestamp),
+    /// A run changed the node's degraded mark: pass at once.
+    PassNow,
+}
+
+/// Runs the node's benchmark when it is due and the node is healthy, in routing, and nothing was
+/// executed in the pass just done (a benchmark during a heal would measure the heal, and one of
+/// a hot GPU the heat). Between passes, in the node's own task: no pass acts on the node
+/// meanwhile (`bench::node` requires it). A due benchmark of a node that is not ready waits for
+/// a pass that finds it ready.
+async fn scheduled_bench(
+    sh: &Shared,
+    name: &str,
+    done: &Done,
+    clock: &mut BenchClock,
+    stop: &CancellationToken,
+) -> BenchNext {
+    let (schedule, ready) = {
+        let v = sh.view();
+        let schedule = v.desired.nodes.get(name).and_then(|s| s.benchmark.clone());
+        let cordoned =
+            v.desired.nodes.get(name).is_none_or(|s| {
+                v.memory.nodes.get(name).is_some_and(|m| m.is_cordoned(s.cordoned))
+            });
+        let healthy = v
+            .memory
+            .nodes
+            .get(name)
+            .is_some_and(|m| m.health.lifecycle == crate::health::Lifecycle::Healthy);
+        (schedule, healthy && !cordoned)
+    };
+    if clock.schedule.as_ref() != Some(&schedule) {
+        clock.next = bench_next(sh, name, schedule.as_ref()).await;
+        clock.schedule = Some(schedule.clone());
+    }
+    let Some(next) = clock.next else { return BenchNext::Never };
+    let quiet = matches!(done.outcome, PassOutcome::InSync | PassOutcome::Held) && !done.acted;
+    if next > sh.clock.now() || !ready || !quiet {
+        return BenchNext::At(next);
+    }
+    let changed = run_bench(sh, name, stop).await;
+    clock.next = bench_next(sh, name, schedule.as_ref()).await;
+    match clock.next {
+        _ if changed => BenchNext::PassNow,
+        Some(at) => BenchNext::At(at),
+        None => BenchNext::Never,
+    }
+}
+
+/// When the node's next benchmark is due, from the store (a store error is logged and the
+/// schedule alone counts, as if never benchmarked: a benchmark too many, not one missed).
+async fn bench_next(
+    sh: &Shared,
+    name: &str,
+    schedule: Option<&NodeBenchmark>,
+) -> Option<Timestamp> {
+    let store = sh.store.clone();
+    let n = name.to_owned();
+    let read = crate::store::blocking(store, move |s| {
+        let last = s.last_run_at(&n, crate::bench::history::RunKind::Bench)?;
+        let requested = s.bench_due()?.remove(&n);
+        Ok((last, requested))
+    })
+    .await;
+    match read {
+        Ok((last, requested)) => {
+            crate::bench::schedule::next_due(schedule, last, requested.as_ref())
+        }
+        Err(e) => {
+            tracing::warn!(node = name, error = %crate::cli::chain(&e),
+                "cannot read the benchmark history; the schedule alone decides");
+            crate::bench::schedule::next_due(schedule, None, None)
+        }
+    }
+}
+
+/// One scheduled benchmark of the node (`bench::node::run_for_node`): runs recorded in history,
+/// the trend assessed, a regression alerted (and notified) and the node's degraded mark set or
+/// cleared, in the store and in the daemon's view (else the next save would undo it). Returns
+/// whether the degraded mark changed.
+async fn run_bench(sh: &Shared, name: &str, stop: &CancellationToken) -> bool {
+    let desired = sh.view().desired.clone();
+    let correlation = correlation_id(sh.clock.now());
+    let target = Target::Node(name.to_owned());
+    {
+        let now = sh.clock.now();
+        let mut v = sh.view();
+        v.task(&target).running = Some(Running {
+            since: now,
+            activation: Activation::Benchmark,
+            correlation: correlation.clone(),
+        });
+    }
+    let env = BenchEnv {
+        desired: &desired,
+        http: &sh.http,
+        store: sh.store.clone(),
+        clock: &*sh.clock,
+        correlation: correlation.clone(),
+        cancel: stop.clone(),
+    };
+    let result = run_for_node(&env, name, &BenchOptions::default(), &mut |_, _| {})
+        .instrument(tracing::info_span!("benchmark", node = name, correlation = %correlation))
+        .await;
+    sh.view().task(&target).running = None;
+    let nb = match result {
+        Ok(nb) => nb,
+        Err(e) => {
+            tracing::warn!(node = name, error = %crate::cli::chain(&e),
+                "the scheduled benchmark could not run");
+            return false;
+        }
+    };
+    if let Some(why) = &nb.skipped {
+        tracing::info!(node = name, "scheduled benchmark skipped: {why}");
+    }
+    for r in &nb.runs {
+        tracing::info!(node = name, model = %r.model, suite = %r.suite,
+            composite = r.composite(), "scheduled benchmark recorded");
+    }
+    if nb.runs.is_empty() {
+        return false;
+    }
+    let degraded = nb.assessment.degraded;
+    let changed = {
+        let mut v = sh.view();
+        match v.memory.nodes.get_mut(name) {
+            Some(m) if m.degraded != degraded => {
+                m.degraded = degraded;
+                let m = m.clone();
+                v.node_needs_save(name, &m);
+                Some(m)
+            }
+            _ => None,
+        }
+    };
+    if let Some(m) = &changed {
+        save(sh, name, m).await;
+    }
+    // A regression is alerted once (its `alert` event is already recorded); it is resolved when
+    // a benchmark finds the node no longer degraded.
+    let scope = format!("{}/bench", target.scope());
+    let d = if !nb.alerts.is_empty() {
+        Some(sh.notifications.observe_scope(&scope, nb.alerts.iter(), sh.clock.now()))
+    } else if !degraded {
+        Some(sh.notifications.observe_scope(&scope, [].iter(), sh.clock.now()))
+    } else {
+        None
+    };
+    if let Some(mut d) = d {
+        d.opened.clear();
+        let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, &correlation);
+        notify(sh, &recorder, &[d]).await;
+    }
+    changed.is_some()
 }
 
 /// When the holds of a plan end (the earliest), and whether a failed probe waits for its retry.
