@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod arena;
 mod bench;
 mod completions;
+mod demo;
 mod history;
 mod reconcile;
 mod schema;
@@ -165,6 +166,14 @@ pub enum Command {
     ///
     /// Example: homeostat sim -f examples/lab/sim.yaml
     Sim(sim::SimArgs),
+    /// Watch a simulated lab heal itself: the simulator and the real daemon in one process, a
+    /// scripted series of faults (a model crash, a wedged model, an overheating GPU, a server
+    /// down, a server hung), each detected, healed, verified and routed back, narrated line by
+    /// line. Ends by itself (exit 0 when every fault was healed), or runs until Ctrl-C with
+    /// `--forever`.
+    ///
+    /// Example: homeostat demo
+    Demo(demo::DemoArgs),
     /// Print shell completions.
     ///
     /// Example: homeostat completions bash > /etc/bash_completion.d/homeostat
@@ -193,6 +202,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&cli.global, a),
         Command::Arena(a) => arena::run(&cli.global, a),
         Command::History(a) => history::run(&cli.global, a),
+        Command::Demo(a) => demo::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
     };
     match result {
@@ -220,8 +230,9 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Log level on stderr: `-q` errors only; by default the long-running commands (the daemon,
-/// `sim`, `demo`) log at info, the one-shot commands only warnings (their result is on stdout,
-/// and a cron job should mail only what matters); `-v` debug, `-vv` trace.
+/// `sim`) log at info, the one-shot commands and `demo` (whose narration is on stdout) only
+/// warnings (their result is on stdout, and a cron job should mail only what matters); `-v`
+/// debug, `-vv` trace.
 fn init_tracing(g: &GlobalArgs, long_running: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet {
