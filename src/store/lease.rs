@@ -125,7 +125,8 @@ impl Fence {
             (LeaseKey::Leader, None) => Ok(()),
             _ => Err(StoreError::WrongFence {
                 fence: self.key.to_string(),
-                target: node.map_or_else(|| "cluster-wide state".to_owned(), |n| format!("node {n}")),
+                target: node
+                    .map_or_else(|| "cluster-wide state".to_owned(), |n| format!("node {n}")),
             }),
         }
     }
@@ -179,8 +180,7 @@ pub struct Lease {
 impl Lease {
     /// Time left on the local deadline (zero once passed; `Duration::MAX` if it never expires).
     pub fn remaining(&self) -> Duration {
-        self.valid_until
-            .map_or(Duration::MAX, |t| t.saturating_duration_since(Instant::now()))
+        self.valid_until.map_or(Duration::MAX, |t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Whether the local deadline is still ahead. Check before starting an action.
@@ -199,7 +199,9 @@ pub struct LeaseSet {
     pub leader: Option<Lease>,
     /// Nodes claimed in this round (not held before it).
     pub gained: Vec<String>,
-    /// Nodes held after the previous round that could not be renewed (expired, taken over).
+    /// Nodes held after the previous round that could not be renewed at the same generation
+    /// (expired, taken over). A node that expired and was claimed again in this round is in
+    /// both `lost` and `gained`: work under its old fence must stop.
     pub lost: Vec<String>,
     /// Nodes given back in this round: above the fair share, or no longer desired.
     pub released: Vec<String>,
@@ -565,7 +567,8 @@ mod tests {
     /// A node's fence covers writes about that node only; the leader's covers cluster-wide ones.
     #[test]
     fn fence_scope() {
-        let f = Fence { key: LeaseKey::Node("m1".into()), holder: ReplicaId::new("r"), generation: 3 };
+        let f =
+            Fence { key: LeaseKey::Node("m1".into()), holder: ReplicaId::new("r"), generation: 3 };
         assert!(f.check_node(Some("m1")).is_ok());
         assert!(matches!(f.check_node(Some("m2")), Err(StoreError::WrongFence { .. })));
         assert!(f.check_leader().is_err());

@@ -6,8 +6,10 @@
 //! action log. It never keeps the desired state (the YAML is the source of truth; memory of a
 //! node no longer desired is removed with [`StateStore::retain_nodes`]) and never a secret.
 //!
-//! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation (a PostgreSQL
-//! one with per-node leases follows, issue #9, and runs the same contract tests).
+//! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation and
+//! [`PostgresStore`] the shared one for several reconciler replicas, with per-node leases
+//! ([`LeaseStore`], see [`lease`]) and fenced writes (issue #9). Both run the same contract tests
+//! (`tests/support/store_contract.rs`).
 //!
 //! **Synchronous, on a blocking thread.** Every method blocks on disk I/O (a commit waits for
 //! fsync). Async callers use [`blocking`] (a `spawn_blocking` wrapper) or their own
@@ -39,7 +41,10 @@ use std::sync::Arc;
 pub use action::{ActionEnd, ActionId, ActionRecord, ActionStatus, NewAction};
 pub use event::{Event, EventId, NewEvent, kinds};
 pub use journal::{JOURNAL_FILE, Journal, JournalError, Rotation, Written};
-pub use lease::{Fence, Lease, LeaseKey, LeaseOptions, LeaseSet, LeaseStore, Rejected, ReplicaId};
+pub use lease::{
+    Fence, Lease, LeaseKey, LeaseOptions, LeaseSet, LeaseStore, LeaseTable, Rejected, ReplicaId,
+    SoleHolder,
+};
 pub use lock::{LOCK_FILE, LockError, RunLock};
 pub use postgres::{PgOptions, PgTarget, PostgresStore, QueryStats};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
@@ -140,29 +145,47 @@ pub trait StateStore: Send + Sync {
     }
 
     /// As [`StateStore::save_cluster`], under the leader's fence.
-    fn save_cluster_fenced(&self, leader: &Fence, memory: &ClusterMemory) -> Result<(), StoreError> {
+    fn save_cluster_fenced(
+        &self,
+        leader: &Fence,
+        memory: &ClusterMemory,
+    ) -> Result<(), StoreError> {
         leader.check_leader()?;
         self.save_cluster(memory)
     }
 
-    /// As [`StateStore::save_memory`] (one transaction), saving each node only under its lease
-    /// in `leases`, and the services and the cluster only under the leader lease. What could not
-    /// be saved (no lease in `leases`, or lost meanwhile) is returned, not an error.
-    fn save_memory_fenced(&self, leases: &LeaseSet, memory: &Memory) -> Result<Rejected, StoreError> {
+    /// As [`StateStore::save_memory`], saving each node only under its lease in `leases`, and
+    /// the services and the cluster only under the leader lease. What could not be saved (no
+    /// lease in `leases`, or lost meanwhile) is returned, not an error. PostgreSQL saves it all
+    /// in one statement; the default (SQLite) in one transaction when `leases` has the leader
+    /// lease, else one write per node.
+    fn save_memory_fenced(
+        &self,
+        leases: &LeaseSet,
+        memory: &Memory,
+    ) -> Result<Rejected, StoreError> {
         let nodes: Vec<String> =
             memory.nodes.keys().filter(|n| leases.fence(n).is_none()).cloned().collect();
         let cluster = leases.leader.is_none();
         if nodes.is_empty() && !cluster {
             self.save_memory(memory)?;
+        } else if !cluster {
+            let held = Memory {
+                nodes: memory
+                    .nodes
+                    .iter()
+                    .filter(|(n, _)| leases.fence(n).is_some())
+                    .map(|(n, m)| (n.clone(), m.clone()))
+                    .collect(),
+                services: memory.services.clone(),
+                cluster: memory.cluster.clone(),
+            };
+            self.save_memory(&held)?;
         } else {
+            // Not the leader: nodes only, which `save_memory` cannot express (it always saves the
+            // cluster row); one write each.
             for (name, m) in memory.nodes.iter().filter(|(n, _)| leases.fence(n).is_some()) {
                 self.save_node(name, m)?;
-            }
-            if !cluster {
-                for (name, m) in &memory.services {
-                    self.save_service(name, m)?;
-                }
-                self.save_cluster(&memory.cluster)?;
             }
         }
         Ok(Rejected { nodes, cluster })
@@ -176,7 +199,11 @@ pub trait StateStore: Send + Sync {
     }
 
     /// As [`StateStore::begin_action`], under the fence of the action's node.
-    fn begin_action_fenced(&self, fence: &Fence, action: &NewAction) -> Result<ActionId, StoreError> {
+    fn begin_action_fenced(
+        &self,
+        fence: &Fence,
+        action: &NewAction,
+    ) -> Result<ActionId, StoreError> {
         fence.check_node(Some(&action.node))?;
         self.begin_action(action)
     }
@@ -364,7 +391,9 @@ pub enum StoreError {
     },
     /// A fenced write whose lease this replica no longer holds at that generation (expired, or
     /// taken over by another replica): the write was not made. Stop acting on what it covers.
-    #[error("lease lost: {lease} is no longer held at generation {generation}; the write was rejected")]
+    #[error(
+        "lease lost: {lease} is no longer held at generation {generation}; the write was rejected"
+    )]
     LeaseLost { lease: String, generation: i64 },
     /// A fence used for a write it does not cover (a caller's mistake).
     #[error("the fence of {fence} does not cover a write about {target}")]

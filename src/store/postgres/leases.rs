@@ -25,7 +25,14 @@ pub(super) struct Memory {
     held: BTreeMap<String, i64>,
     /// Hash of the desired set whose lease rows were last created (skip re-creating them).
     synced: Option<u64>,
+    /// Rounds since the lease rows were last created: they are re-created every
+    /// [`RESYNC_EVERY`] rounds anyway, in case a leader with an older desired set forgot some.
+    since_sync: u32,
 }
+
+/// See [`Memory::since_sync`]: one `INSERT .. ON CONFLICT DO NOTHING` of the desired names every
+/// this many rounds (about every 5 minutes with the default 10 s rounds).
+const RESYNC_EVERY: u32 = 30;
 
 mod sql {
     /// `$1` replica, `$2` lease duration in ms.
@@ -171,7 +178,10 @@ impl LeaseStore for PostgresStore {
     ) -> Result<LeaseSet, StoreError> {
         self.writable()?;
         let digest = hash_of(desired);
-        let sync_rows = lock(&self.leases).synced != Some(digest);
+        let sync_rows = {
+            let mem = lock(&self.leases);
+            mem.synced != Some(digest) || mem.since_sync >= RESYNC_EVERY
+        };
         let replica = self.opts.replica.as_str().to_owned();
         let ttl_ms = i64::try_from(self.opts.leases.ttl.as_millis()).unwrap_or(i64::MAX);
         let slack = self.opts.leases.slack;
@@ -189,7 +199,9 @@ impl LeaseStore for PostgresStore {
             let mut released = Vec::new();
             if sync_rows {
                 q.execute(&tx, sql::ADD_ROWS, &[&names]).await.map_err(fail)?;
-                for r in q.query(&tx, sql::DROP_UNDESIRED, &[&replica, &names]).await.map_err(fail)? {
+                for r in
+                    q.query(&tx, sql::DROP_UNDESIRED, &[&replica, &names]).await.map_err(fail)?
+                {
                     released.push(r.try_get::<_, String>(0).map_err(fail)?);
                 }
             }
@@ -224,8 +236,10 @@ impl LeaseStore for PostgresStore {
 
             if plan.give_back > 0 {
                 let n = i64::from(plan.give_back);
-                for r in
-                    q.query(&tx, sql::GIVE_BACK, &[&replica, &names, &busy, &n]).await.map_err(fail)?
+                for r in q
+                    .query(&tx, sql::GIVE_BACK, &[&replica, &names, &busy, &n])
+                    .await
+                    .map_err(fail)?
                 {
                     released.push(r.try_get::<_, String>(0).map_err(fail)?);
                 }
@@ -233,7 +247,9 @@ impl LeaseStore for PostgresStore {
             let claimed = if plan.claim > 0 {
                 let n = i64::from(plan.claim);
                 pairs(
-                    q.query(&tx, sql::CLAIM, &[&replica, &ttl_ms, &names, &n]).await.map_err(fail)?,
+                    q.query(&tx, sql::CLAIM, &[&replica, &ttl_ms, &names, &n])
+                        .await
+                        .map_err(fail)?,
                 )?
             } else {
                 Vec::new()
@@ -264,6 +280,9 @@ impl LeaseStore for PostgresStore {
         let mut mem = lock(&self.leases);
         if sync_rows {
             mem.synced = Some(digest);
+            mem.since_sync = 0;
+        } else {
+            mem.since_sync += 1;
         }
         let mut nodes = BTreeMap::new();
         for (node, generation) in round.renewed.iter().chain(&round.claimed) {
@@ -273,11 +292,17 @@ impl LeaseStore for PostgresStore {
         for n in &round.released {
             nodes.remove(n);
         }
+        // Lost: held before and not renewed at the same generation. A node that expired and was
+        // claimed again in this round is both lost (work under the old fence must stop) and
+        // gained (a new fence).
         let lost = mem
             .held
-            .keys()
-            .filter(|n| !nodes.contains_key(*n) && !released_set.contains(n))
-            .cloned()
+            .iter()
+            .filter(|(n, g)| {
+                !released_set.contains(n)
+                    && nodes.get(*n).is_none_or(|l: &Lease| l.fence.generation != **g)
+            })
+            .map(|(n, _)| n.clone())
             .collect();
         let gained = round.claimed.iter().map(|(n, _)| n.clone()).collect();
         mem.held = nodes.iter().map(|(n, l)| (n.clone(), l.fence.generation)).collect();
@@ -302,7 +327,10 @@ impl LeaseStore for PostgresStore {
             let mut c = sh.conn().await?;
             let Conn { client, q } = &mut *c;
             let rows = q.query(&*client, sql::RELEASE, &[&replica, &names]).await.map_err(fail)?;
-            rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>().map_err(fail)
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)
         })?;
         released.sort();
         let mut mem = lock(&self.leases);

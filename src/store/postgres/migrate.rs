@@ -36,7 +36,10 @@ pub(super) async fn version(client: &Client) -> Result<u32, tokio_postgres::Erro
         return Ok(0);
     }
     let row = client.query_opt(READ_VERSION, &[]).await?;
-    Ok(row.map(|r| r.try_get::<_, i32>(0)).transpose()?.map_or(0, |v| u32::try_from(v).unwrap_or(0)))
+    Ok(row
+        .map(|r| r.try_get::<_, i32>(0))
+        .transpose()?
+        .map_or(0, |v| u32::try_from(v).unwrap_or(0)))
 }
 
 /// Brings the database to the newest version in `migrations`; returns the versions applied.
@@ -59,8 +62,12 @@ pub(super) async fn migrate(
         let tx = client.transaction().await.map_err(fail)?;
         tx.batch_execute(LOCK).await.map_err(fail)?;
         tx.batch_execute(CREATE_VERSION_TABLE).await.map_err(fail)?;
-        let now: i32 =
-            tx.query_opt(READ_VERSION, &[]).await.map_err(fail)?.map_or(Ok(0), |r| r.try_get(0)).map_err(fail)?;
+        let now: i32 = tx
+            .query_opt(READ_VERSION, &[])
+            .await
+            .map_err(fail)?
+            .map_or(Ok(0), |r| r.try_get(0))
+            .map_err(fail)?;
         // Another replica may have migrated since we looked.
         if u32::try_from(now).unwrap_or(0) >= m.version {
             tx.commit().await.map_err(fail)?;

@@ -235,9 +235,10 @@ impl PostgresStore {
             let mut c = sh.conn().await?;
             let Conn { client, q } = &mut *c;
             if read_only {
-                let v = migrate::version(client)
-                    .await
-                    .map_err(|source| StoreError::Postgres { op: "read the schema version", source })?;
+                let v = migrate::version(client).await.map_err(|source| StoreError::Postgres {
+                    op: "read the schema version",
+                    source,
+                })?;
                 let supported = migrate::POSTGRES.len() as u32;
                 if v > supported {
                     return Err(StoreError::NewerSchema { found: v, supported });
@@ -332,11 +333,7 @@ impl PostgresStore {
         }
     }
 
-    fn insert_event(
-        &self,
-        fence: Option<&Fence>,
-        event: NewEvent,
-    ) -> Result<Appended, StoreError> {
+    fn insert_event(&self, fence: Option<&Fence>, event: NewEvent) -> Result<Appended, StoreError> {
         self.writable()?;
         let detail = encode(|| format!("detail of a {} event", event.kind), &event.detail)?;
         let fence = fence.map(FenceParams::of);
@@ -361,8 +358,16 @@ impl PostgresStore {
                     .query_opt(
                         &*client,
                         sql::APPEND_EVENT_FENCED,
-                        &[&f.node, &f.holder, &f.generation, &at, &ev.node, &ev.kind, &detail,
-                            &ev.correlation],
+                        &[
+                            &f.node,
+                            &f.holder,
+                            &f.generation,
+                            &at,
+                            &ev.node,
+                            &ev.kind,
+                            &detail,
+                            &ev.correlation,
+                        ],
                     )
                     .await
                     .map_err(fail)?
@@ -541,8 +546,6 @@ mod sql {
          correlation FROM events WHERE $1::text IS NULL OR node = $1 ORDER BY id DESC LIMIT $2) \
          AS e ORDER BY id";
 
-    pub const ACTION_COLUMNS: &str =
-        "id, node, action::text, correlation, started_at, ended_at, status, detail::text";
     pub const BEGIN_ACTION: &str = "INSERT INTO actions (node, action, correlation, started_at) \
          VALUES ($1, $2::text::json, $3, $4) RETURNING id";
     pub const BEGIN_ACTION_FENCED: &str = concat!(
@@ -617,9 +620,12 @@ impl StateStore for PostgresStore {
             let cluster = q.query_opt(&tx, sql::LOAD_CLUSTER, &[]).await.map_err(fail)?;
             tx.commit().await.map_err(fail)?;
             let pairs = |rows: Vec<Row>| -> Result<Vec<(String, String)>, StoreError> {
-                rows.iter().map(|r| Ok((r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?))).collect()
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?)))
+                    .collect()
             };
-            let cluster: Option<String> = cluster.map(|r| r.try_get(0)).transpose().map_err(fail)?;
+            let cluster: Option<String> =
+                cluster.map(|r| r.try_get(0)).transpose().map_err(fail)?;
             Ok((pairs(nodes)?, pairs(services)?, cluster))
         })?;
         let mut m = Memory::default();
@@ -652,8 +658,12 @@ impl StateStore for PostgresStore {
     fn save_node(&self, node: &str, memory: &NodeMemory) -> Result<(), StoreError> {
         self.writable()?;
         let json = encode(|| format!("memory of node {node}"), memory)?;
-        self.execute("save memory", sql::SAVE_NODE, vec![Param::Text(node.to_owned()), Param::Text(json)])
-            .map(drop)
+        self.execute(
+            "save memory",
+            sql::SAVE_NODE,
+            vec![Param::Text(node.to_owned()), Param::Text(json)],
+        )
+        .map(drop)
     }
 
     fn save_service(&self, service: &str, memory: &ServiceMemory) -> Result<(), StoreError> {
@@ -768,7 +778,8 @@ impl StateStore for PostgresStore {
 
     fn prune(&self, retention: &Retention) -> Result<Pruned, StoreError> {
         self.writable()?;
-        let (events, actions) = (sql_count(retention.events), sql_count(retention.actions_per_node));
+        let (events, actions) =
+            (sql_count(retention.events), sql_count(retention.actions_per_node));
         self.run("prune history", move |sh| async move {
             let fail = pg("prune history");
             let mut c = sh.conn().await?;
@@ -802,7 +813,8 @@ impl StateStore for PostgresStore {
                 problems.push("the server is a standby in recovery (read-only)".to_owned());
             }
             if ro && !read_only {
-                problems.push("the session is read-only (default_transaction_read_only)".to_owned());
+                problems
+                    .push("the session is read-only (default_transaction_read_only)".to_owned());
             }
             if checksums > 0 {
                 problems.push(format!("{checksums} data checksum failure(s) in this database"));
@@ -845,14 +857,27 @@ impl StateStore for PostgresStore {
         )
     }
 
-    fn save_cluster_fenced(&self, leader: &Fence, memory: &ClusterMemory) -> Result<(), StoreError> {
+    fn save_cluster_fenced(
+        &self,
+        leader: &Fence,
+        memory: &ClusterMemory,
+    ) -> Result<(), StoreError> {
         self.writable()?;
         leader.check_leader()?;
         let json = encode(|| "cluster memory".to_owned(), memory)?;
-        self.fenced_execute("save memory", sql::SAVE_CLUSTER_FENCED, leader, vec![Param::Text(json)])
+        self.fenced_execute(
+            "save memory",
+            sql::SAVE_CLUSTER_FENCED,
+            leader,
+            vec![Param::Text(json)],
+        )
     }
 
-    fn save_memory_fenced(&self, leases: &LeaseSet, memory: &Memory) -> Result<Rejected, StoreError> {
+    fn save_memory_fenced(
+        &self,
+        leases: &LeaseSet,
+        memory: &Memory,
+    ) -> Result<Rejected, StoreError> {
         self.writable()?;
         let mut fenced_names = Vec::new();
         let mut generations = Vec::new();
@@ -917,7 +942,11 @@ impl StateStore for PostgresStore {
         self.insert_event(Some(fence), event)
     }
 
-    fn begin_action_fenced(&self, fence: &Fence, action: &NewAction) -> Result<ActionId, StoreError> {
+    fn begin_action_fenced(
+        &self,
+        fence: &Fence,
+        action: &NewAction,
+    ) -> Result<ActionId, StoreError> {
         self.writable()?;
         fence.check_node(Some(&action.node))?;
         let json = encode(|| format!("action on node {}", action.node), &action.action)?;
@@ -965,7 +994,8 @@ impl StateStore for PostgresStore {
                 )
                 .await
                 .map_err(fail)?;
-            let (held, ended): (bool, bool) = (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+            let (held, ended): (bool, bool) =
+                (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
             match (held, ended) {
                 (false, _) => Err(f.lost()),
                 (true, false) => Err(StoreError::ActionNotOpen { id }),
@@ -1002,7 +1032,12 @@ impl Param {
 
 impl PostgresStore {
     /// Executes one statement; returns the rows it changed.
-    fn execute(&self, op: &'static str, sql: &'static str, params: Vec<Param>) -> Result<u64, StoreError> {
+    fn execute(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
         self.run(op, move |sh| async move {
             let mut c = sh.conn().await?;
             let Conn { client, q } = &mut *c;
@@ -1032,7 +1067,11 @@ impl PostgresStore {
         if changed == 0 { Err(FenceParams::of(fence).lost()) } else { Ok(()) }
     }
 
-    fn retain(&self, sql: &'static str, keep: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+    fn retain(
+        &self,
+        sql: &'static str,
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
         self.writable()?;
         let keep: Vec<String> = keep.iter().cloned().collect();
         let mut removed = self.run("remove memory no longer desired", move |sh| async move {
@@ -1040,7 +1079,10 @@ impl PostgresStore {
             let mut c = sh.conn().await?;
             let Conn { client, q } = &mut *c;
             let rows = q.query(&*client, sql, &[&keep]).await.map_err(fail)?;
-            rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>().map_err(fail)
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)
         })?;
         removed.sort();
         Ok(removed)
