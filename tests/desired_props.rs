@@ -159,6 +159,7 @@ fn node() -> impl Strategy<Value = NodeSpec> {
                         probe_timeout: probe,
                         prune: None,
                         benchmark: None,
+                        candidates: Vec::new(),
                     }
                 },
             )

@@ -125,7 +125,16 @@ fn table_names(db: &Path) -> Vec<String> {
 /// nothing again and keeps the data.
 #[test]
 fn migrations_from_empty_and_idempotent_reopen() {
-    let expected = ["actions", "cluster_memory", "events", "node_memory", "service_memory"];
+    let expected = [
+        "actions",
+        "bench_due",
+        "bench_runs",
+        "champions",
+        "cluster_memory",
+        "events",
+        "node_memory",
+        "service_memory",
+    ];
     for pre_existing_empty_file in [false, true] {
         let dir = Dir::new();
         if pre_existing_empty_file {

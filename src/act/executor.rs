@@ -223,6 +223,7 @@ async fn execute_node(
         }
         let Some(client) = &client else { break };
         let started = ctx.clock.now();
+        let logged = ctx.recorder.begin_action(name, &step.action);
         ctx.recorder.event(
             Some(name),
             "action.started",
@@ -256,6 +257,9 @@ async fn execute_node(
                 StepOutcome::Failed { took_ms, error }
             }
         };
+        if let Some(id) = logged {
+            ctx.recorder.finish_action(id, &outcome);
+        }
         ctx.recorder.event(
             Some(name),
             "action.finished",
@@ -533,7 +537,7 @@ async fn execute_service(
             continue;
         }
         let started = ctx.clock.now();
-        let logged = ctx.recorder.begin_action(name, &step.action);
+        let logged = ctx.recorder.begin_action(&format!("service/{name}"), &step.action);
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
                 match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)

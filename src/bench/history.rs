@@ -92,6 +92,10 @@ pub struct Champion {
     pub score: f64,
     /// When that run finished.
     pub at: Timestamp,
+    /// The suite that score is on (scores on different suites are not comparable). Absent in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
 }
 
 impl Champion {
@@ -102,15 +106,27 @@ impl Champion {
             config: run.config.clone(),
             score: run.composite(),
             at: run.at,
+            suite: Some(run.suite.clone()),
         }
+    }
+
+    /// Whether this champion's score can be compared with a run of `suite`.
+    pub fn scored_on(&self, suite: &str) -> bool {
+        self.suite.as_deref() == Some(suite)
     }
 }
 
 /// Whether `candidate` takes the node from `champion` (R6: "better than the champion's last
-/// score"). Strictly better: a tie keeps the champion, so an equal model never causes a swap.
-/// With no champion recorded, any candidate is crowned.
+/// score"). With no champion recorded, any candidate is crowned.
 pub fn beats(candidate: &RunRecord, champion: Option<&Champion>) -> bool {
-    champion.is_none_or(|c| candidate.composite() > c.score)
+    champion.is_none_or(|c| better(candidate.composite(), c.score))
+}
+
+/// Whether a score is better than another: strictly, at the precision scores are shown with
+/// (two decimals). A tie keeps the champion, so an equal model never causes a swap, and a few
+/// milliseconds of latency noise (9.9143 against 9.9141, both shown as 9.91) never do either.
+pub fn better(candidate: f64, champion: f64) -> bool {
+    (candidate * 100.0).round() > (champion * 100.0).round()
 }
 
 /// Drops the oldest runs of each node beyond its newest `keep` (R6: 500 per node by default).
@@ -163,6 +179,76 @@ pub fn regression_alert(node: &str, trend: &Trend) -> Option<String> {
         Trend::Detected { baseline, latest } => Some(regression_message(node, baseline, latest)),
         _ => None,
     }
+}
+
+/// One model's regression trend that changed with the latest run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegressionChange {
+    pub model: String,
+    pub kind: RunKind,
+    pub baseline: f64,
+    pub latest: f64,
+    /// `[REGRESSION] m1 score 9.2 → 7.8 (-15%)`, or the recovery's text.
+    pub message: String,
+}
+
+/// What a node's history says after its latest runs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assessment {
+    /// Some series of the node's current models is regressed: mark the node degraded (routing
+    /// weight × `degradedWeightFactor`); false clears it.
+    pub degraded: bool,
+    /// Regressions the latest run completed: alert once each, and ask for a new benchmark.
+    pub detected: Vec<RegressionChange>,
+    /// Regressions the latest run ended.
+    pub recovered: Vec<RegressionChange>,
+}
+
+/// Assesses `node` after runs of `kind` of `models` (the models that serve the node now).
+///
+/// `degraded` looks at both kinds of series of those models (an arena run of the champion does
+/// not clear a regression its benchmarks found); `detected` and `recovered` only at the series
+/// of `kind`, which the latest run extended. A model that no longer serves the node (replaced in
+/// the manifest, beaten in the arena) does not count: its series ended.
+pub fn assess(
+    runs: &[RunRecord],
+    node: &str,
+    kind: RunKind,
+    models: &[String],
+    drop: Fraction,
+) -> Assessment {
+    let mut out = Assessment::default();
+    for model in models {
+        for k in [RunKind::Bench, RunKind::Arena] {
+            let t = trend(runs, node, k, model, drop);
+            out.degraded |= t.is_regressed();
+            if k != kind {
+                continue;
+            }
+            match t {
+                Trend::Detected { baseline, latest } => out.detected.push(RegressionChange {
+                    model: model.clone(),
+                    kind: k,
+                    baseline,
+                    latest,
+                    message: regression_message(node, baseline, latest),
+                }),
+                Trend::Recovered { baseline, latest } => out.recovered.push(RegressionChange {
+                    model: model.clone(),
+                    kind: k,
+                    baseline,
+                    latest,
+                    message: format!(
+                        "[RECOVERED] {node} score {latest:.1} is back within the allowed drop of {baseline:.1}"
+                    ),
+                }),
+                Trend::Steady | Trend::Ongoing { .. } => {}
+            }
+        }
+    }
+    out
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -277,6 +363,8 @@ mod tests {
         assert!(!beats(&record("m1", RunKind::Arena, "c", 8.0, 2), Some(&champ)));
         assert!(!beats(&record("m1", RunKind::Arena, "c", 7.0, 2), Some(&champ)));
         assert!(beats(&record("m1", RunKind::Arena, "c", 0.0, 2), None));
+        assert!(!better(9.9143, 9.9141), "noise below the shown precision is a tie");
+        assert!(better(9.92, 9.91));
     }
 
     /// Sparklines: rising and falling series use the full range; small wobbles stay flat-ish;
@@ -289,6 +377,52 @@ mod tests {
         assert_eq!(sparkline(&[9.1, 9.2, 9.15]), "▄▅▅");
         assert_eq!(sparkline(&[]), "");
         assert_eq!(sparkline(&[5.0, f64::NAN]).chars().count(), 2);
+    }
+
+    /// Assessment: two runs more than 10 % down detect once (then ongoing, still degraded); a
+    /// run back within 10 % of the baseline recovers; other models and kinds do not count.
+    #[test]
+    fn assessment_over_a_node() {
+        let models = vec!["qwen".to_owned()];
+        let mut runs = vec![
+            record("m1", RunKind::Bench, "qwen", 9.2, 1),
+            record("m1", RunKind::Bench, "qwen", 7.9, 2),
+        ];
+        let a = assess(&runs, "m1", RunKind::Bench, &models, TEN);
+        assert_eq!(a, Assessment::default(), "one slow run is not a regression");
+        runs.push(record("m1", RunKind::Bench, "qwen", 7.8, 3));
+        let a = assess(&runs, "m1", RunKind::Bench, &models, TEN);
+        assert!(a.degraded);
+        assert_eq!(a.detected.len(), 1);
+        assert_eq!(a.detected[0].message, "[REGRESSION] m1 score 9.2 → 7.8 (-15%)");
+        runs.push(record("m1", RunKind::Bench, "qwen", 7.7, 4));
+        let a = assess(&runs, "m1", RunKind::Bench, &models, TEN);
+        assert!(a.degraded && a.detected.is_empty(), "ongoing: degraded, no second alert");
+        // An arena run of the same model (another series) neither clears nor alerts.
+        runs.push(record("m1", RunKind::Arena, "qwen", 9.3, 5));
+        let a = assess(&runs, "m1", RunKind::Arena, &models, TEN);
+        assert!(a.degraded && a.detected.is_empty() && a.recovered.is_empty());
+        // Another model now serves the node: its own (new) series is steady.
+        let a = assess(&runs, "m1", RunKind::Bench, &["other".to_owned()], TEN);
+        assert!(!a.degraded);
+        runs.push(record("m1", RunKind::Bench, "qwen", 8.4, 6));
+        let a = assess(&runs, "m1", RunKind::Bench, &models, TEN);
+        assert!(!a.degraded);
+        assert_eq!(a.recovered.len(), 1);
+        assert!(a.recovered[0].message.starts_with("[RECOVERED] m1 score 8.4"), "{a:?}");
+    }
+
+    /// A champion's score compares only with runs of the suite it was scored on.
+    #[test]
+    fn champion_suite() {
+        let c = Champion::from_run(&record("m1", RunKind::Arena, "qwen", 8.0, 1));
+        assert!(c.scored_on("builtin"));
+        assert!(!c.scored_on("coding"));
+        let old: Champion = serde_json::from_value(serde_json::json!({
+            "node": "m1", "model": "qwen", "config": {}, "score": 8.0, "at": 1
+        }))
+        .unwrap();
+        assert!(!old.scored_on("builtin"), "a record without a suite compares with nothing");
     }
 
     /// Records survive a JSON round trip (the store keeps them as JSON).

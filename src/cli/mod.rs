@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod arena;
+mod bench;
 mod completions;
+mod history;
 mod reconcile;
 mod schema;
 mod sim;
@@ -23,8 +26,10 @@ pub mod exit {
     pub const DRIFT: u8 = 2;
     /// `reconcile --once`: something is still unhealthy after the pass.
     pub const UNHEALTHY: u8 = 3;
-    /// `reconcile --once`: another run holds the lock; nothing was done.
+    /// `reconcile --once`, `bench`, `arena`: another run holds the lock; nothing was done.
     pub const LOCKED: u8 = 4;
+    /// `bench`, `arena`: interrupted (Ctrl-C, SIGTERM); the arena restored the champion first.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 const AFTER_HELP: &str = "\
@@ -135,6 +140,26 @@ pub enum Command {
     ///
     /// Example: homeostat status -o json
     Status(status::StatusArgs),
+    /// Benchmark what every node (or one) serves now: the suite against each loaded resident
+    /// model, recorded in history; a regression (score down > 10 % twice) marks the node
+    /// degraded and alerts once. Exit 0 done, 3 a node could not be benchmarked, 4 locked.
+    ///
+    /// Example: homeostat bench --node m1 --suite coding
+    Bench(bench::BenchArgs),
+    /// The model arena: take the node out of routing, swap its champion for a candidate, warm
+    /// up, run the suite, and keep the better one (the champion is restored otherwise, also on
+    /// Ctrl-C). Exit 0 done, 1 the champion could not be restored here, 4 locked, 130
+    /// interrupted.
+    ///
+    /// Examples:
+    ///   homeostat arena qwen/qwen3-14b --node m1 --settings contextLength=16384 --quick
+    ///   homeostat arena --all --apply
+    Arena(arena::ArenaArgs),
+    /// Benchmark and arena runs, champions and trends (sparklines); export the whole history as
+    /// JSON or plot the scores over time as SVG. Read-only: safe while a daemon runs.
+    ///
+    /// Example: homeostat history --node m1 --limit 20 --plot history.svg
+    History(history::HistoryArgs),
     /// Run simulated inference nodes (LM Studio, Ollama, vLLM, llama.cpp) with fault injection,
     /// in the foreground, printing each node's URL.
     ///
@@ -165,6 +190,9 @@ pub fn main() -> ExitCode {
         Command::Reconcile(a) => reconcile::run(&cli.global, a),
         Command::Sim(a) => sim::run(&cli.global, a),
         Command::Status(a) => status::run(&cli.global, a),
+        Command::Bench(a) => bench::run(&cli.global, a),
+        Command::Arena(a) => arena::run(&cli.global, a),
+        Command::History(a) => history::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
     };
     match result {

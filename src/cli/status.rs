@@ -65,6 +65,8 @@ pub struct ServiceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     pub heal_attempts: u32,
+    /// Logged under `service/NAME` in the action log.
+    pub recent_actions: Vec<ActionRecord>,
 }
 
 pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
@@ -101,23 +103,22 @@ fn build(
         let recent = store.recent_actions(name, actions)?;
         nodes.insert(name.clone(), node_status(m, now, recent));
     }
-    let services = memory
-        .services
-        .iter()
-        .map(|(name, m)| {
-            let h = &m.health;
-            (
-                name.clone(),
-                ServiceStatus {
-                    lifecycle: h.lifecycle,
-                    breaker: h.breaker.view(now),
-                    last_check: h.last_check.map(Timestamp::rfc3339),
-                    problem: h.problem.clone(),
-                    heal_attempts: h.heal_attempts,
-                },
-            )
-        })
-        .collect();
+    let mut services = BTreeMap::new();
+    for (name, m) in &memory.services {
+        let h = &m.health;
+        let recent_actions = store.recent_actions(&format!("service/{name}"), actions)?;
+        services.insert(
+            name.clone(),
+            ServiceStatus {
+                lifecycle: h.lifecycle,
+                breaker: h.breaker.view(now),
+                last_check: h.last_check.map(Timestamp::rfc3339),
+                problem: h.problem.clone(),
+                heal_attempts: h.heal_attempts,
+                recent_actions,
+            },
+        );
+    }
     Ok(StatusReport {
         api_version: crate::desired::API_VERSION,
         kind: "Status",
@@ -180,11 +181,18 @@ fn table(r: &StatusReport) -> String {
             s.problem.as_deref().unwrap_or("-")
         );
     }
-    let any_actions = r.nodes.values().any(|n| !n.recent_actions.is_empty());
-    if any_actions {
+    let actions: Vec<(String, &ActionRecord)> = r
+        .nodes
+        .iter()
+        .flat_map(|(name, n)| n.recent_actions.iter().map(move |a| (name.clone(), a)))
+        .chain(r.services.iter().flat_map(|(name, s)| {
+            s.recent_actions.iter().map(move |a| (format!("service/{name}"), a))
+        }))
+        .collect();
+    if !actions.is_empty() {
         out.push_str("\nRecent actions:\n");
-        for (name, n) in &r.nodes {
-            for a in &n.recent_actions {
+        {
+            for (name, a) in actions {
                 let what = serde_json::from_value::<crate::plan::step::Action>(a.action.clone())
                     .map(|x| crate::plan::render::action_line(&x))
                     .unwrap_or_else(|_| a.action.to_string());

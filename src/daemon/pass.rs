@@ -115,13 +115,24 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         cancel: env.cancel.clone(),
     };
     let execution = execute(&ctx, &out.plan, &mut memory).await;
-    write_routes(env.state_dir, &out.plan, &recorder);
-    let unhealthy = still_unhealthy(&out.plan, &execution);
+    let mut plan = out.plan;
+    let verified: BTreeSet<String> = execution
+        .nodes
+        .iter()
+        .filter(|(_, r)| r.heal == Some(HealResult::Verified))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !verified.is_empty() {
+        // Healed nodes take traffic again now, not one pass later.
+        plan.routing = crate::plan::routing_after_execution(env.desired, &memory, &plan, &verified);
+    }
+    write_routes(env.state_dir, &plan, &recorder);
+    let unhealthy = still_unhealthy(&plan, &execution);
     Ok(PassReport {
         correlation: env.correlation.clone(),
         at: now,
         observation,
-        plan: out.plan,
+        plan,
         execution,
         unhealthy,
     })
@@ -191,7 +202,7 @@ fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Mem
 }
 
 /// Writes `routes.json` atomically (0600) for other tools.
-fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
+pub fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
     let path: PathBuf = state_dir.join(ROUTES_FILE);
     let body = json!({
         "apiVersion": crate::desired::API_VERSION,

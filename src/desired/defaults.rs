@@ -85,6 +85,12 @@ pub const ARENA_CYCLES: u32 = 5;
 pub const ARENA_QUICK_CYCLES: u32 = 2;
 /// R6 arena: warm-up requests before scoring, not counted.
 pub const ARENA_WARMUPS: u32 = 3;
+/// R6 arena: the arena's hold on a node lasts this long unless renewed (it renews every third
+/// of it while it runs); an arena that died is noticed by the next reconcile after at most this.
+pub const ARENA_LEASE: Dur = Dur::from_secs(60);
+/// R6 regression: a regression detected schedules a new benchmark this much later, to tell a
+/// bad model from a passing slowdown.
+pub const REBENCH_AFTER: Dur = Dur::from_secs(10 * 60);
 
 /// Benchmark answers are capped at this many tokens unless the suite says otherwise.
 pub const SUITE_MAX_TOKENS: u32 = 64;

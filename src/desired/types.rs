@@ -392,6 +392,9 @@ pub struct HistoryPolicy {
     pub regression_drop: Fraction,
     /// A degraded node's routing weights are multiplied by this.
     pub degraded_weight_factor: Fraction,
+    /// After a regression is detected, the node is benchmarked again this much later (by the
+    /// daemon) to tell a bad model from a passing slowdown.
+    pub rebench_after: Dur,
 }
 
 impl Default for HistoryPolicy {
@@ -400,6 +403,7 @@ impl Default for HistoryPolicy {
             keep: d::HISTORY_KEEP,
             regression_drop: d::REGRESSION_DROP,
             degraded_weight_factor: d::DEGRADED_WEIGHT_FACTOR,
+            rebench_after: d::REBENCH_AFTER,
         }
     }
 }
@@ -416,6 +420,9 @@ pub struct ArenaPolicy {
     pub quick_cycles: u32,
     /// Warm-up requests before scoring (not counted).
     pub warmups: u32,
+    /// How long the arena's hold on a node lasts unless renewed (renewed every third of it while
+    /// the arena runs). If the arena dies, the next reconcile after this restores the champion.
+    pub lease: Dur,
 }
 
 impl Default for ArenaPolicy {
@@ -424,6 +431,7 @@ impl Default for ArenaPolicy {
             cycles: d::ARENA_CYCLES,
             quick_cycles: d::ARENA_QUICK_CYCLES,
             warmups: d::ARENA_WARMUPS,
+            lease: d::ARENA_LEASE,
         }
     }
 }
@@ -520,6 +528,10 @@ pub struct NodeSpec {
     /// Scheduled benchmark of what is loaded (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benchmark: Option<NodeBenchmark>,
+    /// Models to try against the primary in the arena (`homeostat arena --all`), each with the
+    /// settings to load it with. Never loaded by reconcile: only the arena loads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<ModelSpec>,
 }
 
 impl NodeSpec {

@@ -621,6 +621,67 @@ fn check_node(doc: &Doc<'_>, n: &NodeSpec, diags: &mut Vec<Diagnostic>) {
     if let Some(b) = &n.benchmark {
         positive(doc, p!["spec", "benchmark", "every"], b.every, diags);
     }
+    check_candidates(doc, n, diags);
+}
+
+/// Arena candidates: named once, not the primary itself, with a size and a usable context.
+fn check_candidates(doc: &Doc<'_>, n: &NodeSpec, diags: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, c) in n.candidates.iter().enumerate() {
+        if let Some(first) = seen.insert(c.name.as_str(), i) {
+            diags.push(doc.error(
+                p!["spec", "candidates", i, "name"],
+                format!(
+                    "candidate `{}` is listed twice (first at spec.candidates[{first}])",
+                    printable(&c.name)
+                ),
+            ));
+        }
+        if c.name.trim().is_empty() {
+            diags.push(doc.error(p!["spec", "candidates", i, "name"], "must not be empty"));
+        }
+        if n.primary()
+            .is_some_and(|p| p.name == c.name && LoadSettingsView::of(p) == LoadSettingsView::of(c))
+        {
+            diags.push(
+                doc.warning(
+                    p!["spec", "candidates", i],
+                    "this candidate is the primary model with the same settings; the arena skips it",
+                )
+                .hint("give the candidate other settings, or remove it"),
+            );
+        }
+        if c.size.bytes() == 0 {
+            diags.push(doc.error(p!["spec", "candidates", i, "size"], "must be larger than 0B"));
+        }
+        if c.context_length == Some(0) {
+            diags.push(
+                doc.error(p!["spec", "candidates", i, "contextLength"], "must be at least 1"),
+            );
+        }
+        if c.residency.is_some() {
+            diags.push(doc.warning(
+                p!["spec", "candidates", i, "residency"],
+                "a candidate is loaded only by the arena, pinned while it runs; `residency` is ignored",
+            ));
+        }
+    }
+}
+
+/// The load settings of a model entry, to compare two entries.
+#[derive(PartialEq)]
+struct LoadSettingsView(Option<u32>, Option<bool>, Option<u32>, Option<u32>, Option<bool>);
+
+impl LoadSettingsView {
+    fn of(m: &ModelSpec) -> Self {
+        LoadSettingsView(
+            m.context_length,
+            m.flash_attention,
+            m.eval_batch_size,
+            m.num_experts,
+            m.offload_kv_cache_to_gpu,
+        )
+    }
 }
 
 fn check_service(doc: &Doc<'_>, s: &ServiceSpec, diags: &mut Vec<Diagnostic>) {
@@ -952,6 +1013,22 @@ fn check_references(docs: &[Doc<'_>], diags: &mut Vec<Diagnostic>) {
 fn check_fit(doc: &Doc<'_>, n: &NodeSpec, headroom: ByteSize, diags: &mut Vec<Diagnostic>) {
     let vram = n.vram.bytes();
     let h = headroom.bytes();
+    for (i, c) in n.candidates.iter().enumerate() {
+        let need = c.size.bytes().saturating_add(h);
+        if need > vram {
+            diags.push(doc.error(
+                p!["spec", "candidates", i, "size"],
+                format!(
+                    "candidate `{}` needs {} + {} headroom = {}, more than the node's VRAM ({})",
+                    printable(&c.name),
+                    c.size.human(),
+                    headroom.human(),
+                    ByteSize(need).human(),
+                    n.vram.human()
+                ),
+            ));
+        }
+    }
     let mut resident: u64 = 0;
     let mut resident_count = 0usize;
     for (i, m) in n.models.iter().enumerate() {

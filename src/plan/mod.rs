@@ -11,7 +11,7 @@ pub use memory::{Memory, NodeMemory, ServiceMemory};
 pub use step::{Action, Alert, Held, HoldReason, Intent, NodePlan, Plan, Step};
 pub mod planner;
 
-pub use planner::{Focus, PlanInput, PlanOutput, plan};
+pub use planner::{Focus, PlanInput, PlanOutput, plan, routing_after_execution};
 pub mod render;
 
 #[cfg(test)]

@@ -371,6 +371,7 @@ fn plan_node(
         breaker: m.health.breaker.view(now),
         problems,
         intent: None,
+        held_intent: None,
         target: None,
         steps: Vec::new(),
         held: Vec::new(),
@@ -396,7 +397,7 @@ fn plan_node(
     }
     if let (Some(rb), Some(lkg)) = (&m.rolled_back, &m.last_known_good) {
         np.notes.push(format!(
-            "running last-known-good {}: the desired {} failed verification; edit the manifest to try again",
+            "running last-known-good {}: the desired {} failed verification or lost to it in the arena; edit the manifest to change this",
             lkg.model, rb.model
         ));
     }
@@ -470,15 +471,22 @@ fn plan_node(
         if matches!(hold, Some(HoldReason::AttemptsExhausted { .. })) {
             go_offline(name, m, &mut np, now, cluster);
         }
-        np.intent = Some(heal.intent);
         np.target = heal.target;
         match hold {
-            None => np.steps.extend(heal.steps),
-            Some(h) => np.held.extend(heal.steps.into_iter().map(|s| Held {
-                action: s.action,
-                reason: s.reason,
-                hold: h.clone(),
-            })),
+            None => {
+                np.intent = Some(heal.intent);
+                np.steps.extend(heal.steps);
+            }
+            Some(h) => {
+                // `intent` describes the steps that run; a held heal is `held_intent`, so a
+                // swap relief or prune running beside it is never counted as a heal attempt.
+                np.held_intent = Some(heal.intent);
+                np.held.extend(heal.steps.into_iter().map(|s| Held {
+                    action: s.action,
+                    reason: s.reason,
+                    hold: h.clone(),
+                }));
+            }
         }
     } else if let Some(until) = arena_until {
         np.notes.push(format!("a model tournament holds this node until {until}"));
@@ -579,7 +587,10 @@ fn hold_reason(
         return Some(HoldReason::BelowThreshold { failures: h.consecutive_failures, threshold });
     }
     let half_open = h.breaker.view(now) == BreakerView::HalfOpen;
-    if h.heal_attempts >= cluster.heal.max_attempts && !half_open {
+    // A rollback is the last safe configuration, planned once per failed configuration: it is
+    // not refused because the failed configuration used up the attempts.
+    let rollback = heal.intent == Intent::Rollback;
+    if h.heal_attempts >= cluster.heal.max_attempts && !half_open && !rollback {
         return Some(HoldReason::AttemptsExhausted { attempts: h.heal_attempts });
     }
     if !h.breaker.admits(now) {
@@ -1298,6 +1309,27 @@ fn plan_service(
     sp.lifecycle = m.health.lifecycle;
     sp.breaker = m.health.breaker.view(now);
     sp
+}
+
+/// The routing table once the plan has been carried out: nodes in `verified` (their heal passed
+/// verification in this pass) no longer count the failures they were planned for, and cordons
+/// and lifecycles come from `memory` after execution. Without this a healed node would stay out
+/// of routing until the next pass.
+pub fn routing_after_execution(
+    desired: &DesiredState,
+    memory: &Memory,
+    plan: &Plan,
+    verified: &BTreeSet<String>,
+) -> super::routing::RoutingTable {
+    let mut healed = plan.clone();
+    for name in verified {
+        if let Some(np) = healed.nodes.get_mut(name) {
+            np.problems.retain(|p| !p.is_failure());
+        }
+    }
+    routing_table(&desired.routing, &|node| {
+        eligibility(desired, memory, &healed, &BTreeMap::new(), node)
+    })
 }
 
 /// Whether a node may receive traffic after this plan.

@@ -76,6 +76,7 @@ fn arb_node() -> impl Strategy<Value = NodeSpec> {
                 probe_timeout: None,
                 prune,
                 benchmark: None,
+                candidates: Vec::new(),
             }
         })
 }

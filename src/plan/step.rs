@@ -181,8 +181,12 @@ pub struct NodePlan {
     pub breaker: BreakerView,
     /// Everything that differs from the desired state.
     pub problems: Vec<Problem>,
+    /// What the steps achieve together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// What the held steps would achieve (a heal waiting for its hold to clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_intent: Option<Intent>,
     /// The configuration the heal aims for (recorded as last-known-good once verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<ModelConfig>,

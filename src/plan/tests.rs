@@ -53,6 +53,7 @@ pub(crate) fn node(backend: Backend, vram_gib: u64, models: Vec<ModelSpec>) -> N
         probe_timeout: None,
         prune: None,
         benchmark: None,
+        candidates: Vec::new(),
     }
 }
 
@@ -1106,4 +1107,24 @@ fn focus_plans_one_node_but_sees_the_cluster() {
     assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
     assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
     assert_eq!(out.memory.nodes["n0"].health.consecutive_failures, 2);
+}
+
+/// A rollback is not refused because the failed configuration used up the heal attempts: it is
+/// the way back to a configuration that worked, planned once per failed configuration.
+#[test]
+fn rollback_even_when_attempts_are_exhausted() {
+    let mut d = lab();
+    d.nodes.get_mut("a").unwrap().models[0].name = "qwen-new".into();
+    let mut m = after_failed_heals(&d, 3, T0);
+    m.nodes.get_mut("a").unwrap().health.breaker = Breaker::default();
+    m.nodes.get_mut("a").unwrap().last_known_good = Some(ModelConfig {
+        model: "qwen".into(),
+        size: 8 << 30,
+        settings: LoadSettings { context_length: Some(8192), ..LoadSettings::default() },
+    });
+    let mut o = NodeObservation::up(vec![inst("qwen-new", 8, Some(8192))]);
+    o.canaries.insert("qwen-new".into(), Canary::Ok { latency_ms: 10 });
+    let out = run(&d, &obs1(o), &m, T0 + secs(60));
+    assert_eq!(out.plan.nodes["a"].intent, Some(super::Intent::Rollback));
+    assert!(!out.plan.nodes["a"].steps.is_empty(), "{}", render_steps(&out.plan));
 }

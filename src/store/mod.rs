@@ -2,8 +2,8 @@
 //!
 //! The store keeps, per state directory: the remembered state of the planner (`plan::Memory`:
 //! one row per node, per service, and one for the cluster: failure counts, heal attempts,
-//! breakers, last-known-good, cordons), the event log (also appended to `events.jsonl`), and the
-//! action log. It never keeps the desired state (the YAML is the source of truth; memory of a
+//! breakers, last-known-good, cordons), the event log (also appended to `events.jsonl`), the
+//! action log, and the benchmark history (runs, champions, benchmarks asked for). It never keeps the desired state (the YAML is the source of truth; memory of a
 //! node no longer desired is removed with [`StateStore::retain_nodes`]) and never a secret.
 //!
 //! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation and
@@ -34,7 +34,7 @@ pub mod schema;
 mod sqlite;
 pub mod state_dir;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +49,8 @@ pub use lock::{LOCK_FILE, LockError, RunLock};
 pub use postgres::{PgOptions, PgTarget, PostgresStore, QueryStats};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
+use crate::bench::history::{Champion, RunKind, RunRecord};
+use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
 
@@ -121,6 +123,35 @@ pub trait StateStore: Send + Sync {
 
     /// Runs the database's own consistency check.
     fn integrity_check(&self) -> Result<Integrity, StoreError>;
+
+    // Benchmark history (R6; schema version 2).
+
+    /// Appends a benchmark or arena run to the history, then drops the oldest runs of the same
+    /// node beyond its newest `keep` (`cluster.history.keep`), in one transaction.
+    fn append_run(&self, run: &RunRecord, keep: u32) -> Result<(), StoreError>;
+
+    /// The newest `limit` runs (of `node`, or of every node), oldest first (the order the runs
+    /// were recorded in, which `bench::history` relies on).
+    fn runs(&self, node: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// When the latest run of `kind` on `node` finished (None: never, or pruned).
+    fn last_run_at(&self, node: &str, kind: RunKind) -> Result<Option<Timestamp>, StoreError>;
+
+    /// The model that holds `node` with the score that put it there, if one was crowned.
+    fn champion(&self, node: &str) -> Result<Option<Champion>, StoreError>;
+
+    /// Every node's champion, ordered by node.
+    fn champions(&self) -> Result<Vec<Champion>, StoreError>;
+
+    /// Replaces the champion of `champion.node`.
+    fn save_champion(&self, champion: &Champion) -> Result<(), StoreError>;
+
+    /// Asks for a benchmark of `node` (replacing an earlier request), or withdraws the request
+    /// (`None`). The daemon's scheduled benchmark runs it when due (`bench::schedule`).
+    fn set_bench_due(&self, node: &str, due: Option<&BenchDue>) -> Result<(), StoreError>;
+
+    /// Every node's pending benchmark request, by node.
+    fn bench_due(&self) -> Result<BTreeMap<String, BenchDue>, StoreError>;
 
     // Fenced writes (several replicas, issue #9; see `lease`). Each carries the lease it acts
     // under; the PostgreSQL store checks it in the same statement and rejects the write with

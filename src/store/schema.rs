@@ -21,8 +21,14 @@ pub struct Migration {
 }
 
 /// The SQLite migrations, in order; `version` is the index + 1.
-pub const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "bench_history",
+        sql: include_str!("migrations/sqlite/0002_bench_history.sql"),
+    },
+];
 
 /// The schema version this binary writes.
 pub const VERSION: u32 = SQLITE.len() as u32;

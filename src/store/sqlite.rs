@@ -25,7 +25,7 @@
 //!
 //! One connection behind a mutex: SQLite has one writer at a time anyway, and a commit is short.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -40,6 +40,8 @@ use super::{
     ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, Event, EventId, Integrity,
     NewAction, NewEvent, Pruned, Retention, RunLock, StateStore, StoreError, schema, state_dir,
 };
+use crate::bench::history::{Champion, RunKind, RunRecord};
+use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
 
@@ -623,6 +625,128 @@ impl StateStore for SqliteStore {
 
     fn integrity_check(&self) -> Result<Integrity, StoreError> {
         integrity(&self.conn()).map_err(StoreError::sqlite("check integrity"))
+    }
+
+    fn append_run(&self, run: &RunRecord, keep: u32) -> Result<(), StoreError> {
+        self.writable()?;
+        let json = encode(|| format!("benchmark run of node {}", run.node), run)?;
+        let fail = StoreError::sqlite("record a benchmark run");
+        let mut c = self.conn();
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO bench_runs (node, kind, model, at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run.node, run.kind.to_string(), run.model, ms(run.at), json],
+        )
+        .map_err(&fail)?;
+        // Everything of this node at or below its (keep+1)-th newest id.
+        tx.execute(
+            "DELETE FROM bench_runs WHERE node = ?1 AND id <= \
+             (SELECT id FROM bench_runs WHERE node = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.node, i64::from(keep)],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    fn runs(&self, node: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let fail = StoreError::sqlite("read benchmark history");
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached(
+                "SELECT * FROM (SELECT id, record FROM bench_runs \
+                 WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+            )
+            .map_err(&fail)?;
+        let rows = st
+            .query_map(params![node, sql_limit(limit)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(&fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&fail)?;
+        rows.into_iter().map(|(id, json)| decode(|| format!("benchmark run {id}"), &json)).collect()
+    }
+
+    fn last_run_at(&self, node: &str, kind: RunKind) -> Result<Option<Timestamp>, StoreError> {
+        let at: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT MAX(at) FROM bench_runs WHERE node = ?1 AND kind = ?2",
+                params![node, kind.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite("read benchmark history"))?;
+        Ok(at.map(ts))
+    }
+
+    fn champion(&self, node: &str) -> Result<Option<Champion>, StoreError> {
+        let json: Option<String> = self
+            .conn()
+            .query_row("SELECT champion FROM champions WHERE node = ?1", [node], |r| r.get(0))
+            .optional()
+            .map_err(StoreError::sqlite("read the champion"))?;
+        json.map(|j| decode(|| format!("champion of node {node}"), &j)).transpose()
+    }
+
+    fn champions(&self) -> Result<Vec<Champion>, StoreError> {
+        let fail = StoreError::sqlite("read the champions");
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached("SELECT node, champion FROM champions ORDER BY node")
+            .map_err(&fail)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(&fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&fail)?;
+        rows.into_iter()
+            .map(|(node, json)| decode(|| format!("champion of node {node}"), &json))
+            .collect()
+    }
+
+    fn save_champion(&self, champion: &Champion) -> Result<(), StoreError> {
+        let json = encode(|| format!("champion of node {}", champion.node), champion)?;
+        self.upsert(
+            "INSERT INTO champions (node, champion) VALUES (?1, ?2) \
+             ON CONFLICT (node) DO UPDATE SET champion = excluded.champion",
+            &champion.node,
+            json,
+        )
+    }
+
+    fn set_bench_due(&self, node: &str, due: Option<&BenchDue>) -> Result<(), StoreError> {
+        self.writable()?;
+        let fail = StoreError::sqlite("schedule a benchmark");
+        let c = self.conn();
+        match due {
+            Some(d) => c.execute(
+                "INSERT INTO bench_due (node, due_at, reason) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (node) DO UPDATE SET due_at = excluded.due_at, reason = excluded.reason",
+                params![node, ms(d.at), d.reason],
+            ),
+            None => c.execute("DELETE FROM bench_due WHERE node = ?1", [node]),
+        }
+        .map_err(&fail)?;
+        Ok(())
+    }
+
+    fn bench_due(&self) -> Result<BTreeMap<String, BenchDue>, StoreError> {
+        let fail = StoreError::sqlite("read the benchmarks asked for");
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached("SELECT node, due_at, reason FROM bench_due ORDER BY node")
+            .map_err(&fail)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(&fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&fail)?;
+        Ok(rows
+            .into_iter()
+            .map(|(node, at, reason)| (node, BenchDue { at: ts(at), reason }))
+            .collect())
     }
 }
 

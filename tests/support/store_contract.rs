@@ -179,15 +179,9 @@ pub fn events(s: &dyn StateStore) {
     let tail = s.events_since(all[6].id, 2).unwrap();
     assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), [all[7].id, all[8].id]);
     let last = s.recent_events(None, 3).unwrap();
-    assert_eq!(
-        last.iter().map(|e| e.id).collect::<Vec<_>>(),
-        [all[7].id, all[8].id, all[9].id]
-    );
+    assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [all[7].id, all[8].id, all[9].id]);
     let m1 = s.recent_events(Some("m1"), 2).unwrap();
-    assert_eq!(
-        m1.iter().map(|e| e.detail["i"].as_u64()).collect::<Vec<_>>(),
-        [Some(6), Some(8)]
-    );
+    assert_eq!(m1.iter().map(|e| e.detail["i"].as_u64()).collect::<Vec<_>>(), [Some(6), Some(8)]);
 }
 
 /// The action log: begun actions are open, finished ones carry their end, an action can end
@@ -255,10 +249,7 @@ pub fn prune(s: &dyn StateStore) {
         [15, 16, 17, 18, 19]
     );
     let m1 = s.recent_actions("m1", 100).unwrap();
-    assert_eq!(
-        m1.iter().map(|a| a.action["i"].as_u64().unwrap()).collect::<Vec<_>>(),
-        [3, 4, 5]
-    );
+    assert_eq!(m1.iter().map(|a| a.action["i"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(s.recent_actions("m2", 100).unwrap().len(), 2);
     let next = s.append_event(event(99, None, kinds::ALERT, 99)).unwrap();
     assert!(next.event().id > left[4].id, "ids are never reused");

@@ -12,11 +12,18 @@ use crate::store::StoreError;
 use crate::store::schema::Migration;
 
 /// The PostgreSQL migrations, in order; `version` is the index + 1, as for SQLite.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "bench_history",
+        sql: include_str!("../migrations/postgres/0002_bench_history.sql"),
+    },
+];
 
 /// Advisory lock key (two int4 halves: "home", 1) serialising migrations.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(1752132965, 1)";

@@ -66,6 +66,8 @@ use super::{
     ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, Event, EventId, Integrity,
     NewAction, NewEvent, Pruned, Retention, Rotation, StateStore, StoreError, state_dir,
 };
+use crate::bench::history::{Champion, RunKind, RunRecord};
+use crate::bench::schedule::BenchDue;
 use crate::desired::SecretRef;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::secret::Secret;
@@ -579,6 +581,24 @@ mod sql {
             FROM actions) AS r WHERE n > $2) RETURNING 1) \
          SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM a)";
 
+    pub const APPEND_RUN: &str = "INSERT INTO bench_runs (node, kind, model, at, record) \
+         VALUES ($1, $2, $3, $4, $5::text::json)";
+    /// Everything of node `$1` at or below its (`$2`+1)-th newest id.
+    pub const TRIM_RUNS: &str = "DELETE FROM bench_runs WHERE node = $1 AND id <= \
+         (SELECT id FROM bench_runs WHERE node = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)";
+    pub const RUNS: &str = "SELECT id, record::text FROM (SELECT id, record FROM bench_runs \
+         WHERE $1::text IS NULL OR node = $1 ORDER BY id DESC LIMIT $2) AS r ORDER BY id";
+    pub const LAST_RUN_AT: &str = "SELECT max(at) FROM bench_runs WHERE node = $1 AND kind = $2";
+    pub const CHAMPION: &str = "SELECT champion::text FROM champions WHERE node = $1";
+    pub const CHAMPIONS: &str = "SELECT node, champion::text FROM champions ORDER BY node";
+    pub const SAVE_CHAMPION: &str = "INSERT INTO champions (node, champion) \
+         VALUES ($1, $2::text::json) ON CONFLICT (node) DO UPDATE SET champion = excluded.champion";
+    pub const SET_BENCH_DUE: &str = "INSERT INTO bench_due (node, due_at, reason) \
+         VALUES ($1, $2, $3) ON CONFLICT (node) \
+         DO UPDATE SET due_at = excluded.due_at, reason = excluded.reason";
+    pub const CLEAR_BENCH_DUE: &str = "DELETE FROM bench_due WHERE node = $1";
+    pub const BENCH_DUE: &str = "SELECT node, due_at, reason FROM bench_due ORDER BY node";
+
     /// `$1`: the tables a healthy schema has. Returns: in recovery (a read-only standby),
     /// read-only session, data checksum failures seen by the server, missing tables.
     pub const HEALTH: &str = "SELECT pg_is_in_recovery(), \
@@ -588,8 +608,11 @@ mod sql {
          array(SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL)";
 }
 
-/// The tables of schema version 1.
+/// The tables of the current schema.
 const TABLES: &[&str] = &[
+    "bench_runs",
+    "champions",
+    "bench_due",
     "node_memory",
     "service_memory",
     "cluster_memory",
@@ -831,6 +854,134 @@ impl StateStore for PostgresStore {
             }
             Ok(if problems.is_empty() { Integrity::Ok } else { Integrity::Problems(problems) })
         })
+    }
+
+    fn append_run(&self, run: &RunRecord, keep: u32) -> Result<(), StoreError> {
+        self.writable()?;
+        let json = encode(|| format!("benchmark run of node {}", run.node), run)?;
+        let (node, kind, model, at) =
+            (run.node.clone(), run.kind.to_string(), run.model.clone(), ms(run.at));
+        let keep = i64::from(keep);
+        self.run("record a benchmark run", move |sh| async move {
+            let fail = pg("record a benchmark run");
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            q.transaction();
+            let tx = client.transaction().await.map_err(fail)?;
+            q.execute(&tx, sql::APPEND_RUN, &[&node, &kind, &model, &at, &json])
+                .await
+                .map_err(fail)?;
+            q.execute(&tx, sql::TRIM_RUNS, &[&node, &keep]).await.map_err(fail)?;
+            tx.commit().await.map_err(fail)
+        })
+    }
+
+    fn runs(&self, node: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let (node, limit) = (node.map(str::to_owned), sql_limit(limit));
+        let rows = self.run("read benchmark history", move |sh| async move {
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            q.query(&*client, sql::RUNS, &[&node, &limit])
+                .await
+                .map_err(pg("read benchmark history"))
+        })?;
+        rows.iter()
+            .map(|r| {
+                let fail = pg("read benchmark history");
+                let id: i64 = r.try_get(0).map_err(fail)?;
+                let json: String = r.try_get(1).map_err(fail)?;
+                decode(|| format!("benchmark run {id}"), &json)
+            })
+            .collect()
+    }
+
+    fn last_run_at(&self, node: &str, kind: RunKind) -> Result<Option<Timestamp>, StoreError> {
+        let (node, kind) = (node.to_owned(), kind.to_string());
+        let at: Option<i64> = self.run("read benchmark history", move |sh| async move {
+            let fail = pg("read benchmark history");
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            let r = q.query_one(&*client, sql::LAST_RUN_AT, &[&node, &kind]).await.map_err(fail)?;
+            r.try_get(0).map_err(fail)
+        })?;
+        Ok(at.map(ts))
+    }
+
+    fn champion(&self, node: &str) -> Result<Option<Champion>, StoreError> {
+        let name = node.to_owned();
+        let json: Option<String> = self.run("read the champion", move |sh| async move {
+            let fail = pg("read the champion");
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            let row = q.query_opt(&*client, sql::CHAMPION, &[&name]).await.map_err(fail)?;
+            row.map(|r| r.try_get(0)).transpose().map_err(fail)
+        })?;
+        json.map(|j| decode(|| format!("champion of node {node}"), &j)).transpose()
+    }
+
+    fn champions(&self) -> Result<Vec<Champion>, StoreError> {
+        let rows = self.run("read the champions", |sh| async move {
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            q.query(&*client, sql::CHAMPIONS, &[]).await.map_err(pg("read the champions"))
+        })?;
+        rows.iter()
+            .map(|r| {
+                let fail = pg("read the champions");
+                let node: String = r.try_get(0).map_err(fail)?;
+                let json: String = r.try_get(1).map_err(fail)?;
+                decode(|| format!("champion of node {node}"), &json)
+            })
+            .collect()
+    }
+
+    fn save_champion(&self, champion: &Champion) -> Result<(), StoreError> {
+        self.writable()?;
+        let json = encode(|| format!("champion of node {}", champion.node), champion)?;
+        self.execute(
+            "save the champion",
+            sql::SAVE_CHAMPION,
+            vec![Param::Text(champion.node.clone()), Param::Text(json)],
+        )
+        .map(drop)
+    }
+
+    fn set_bench_due(&self, node: &str, due: Option<&BenchDue>) -> Result<(), StoreError> {
+        self.writable()?;
+        let node = node.to_owned();
+        let due = due.map(|d| (ms(d.at), d.reason.clone()));
+        self.run("schedule a benchmark", move |sh| async move {
+            let fail = pg("schedule a benchmark");
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            match &due {
+                Some((at, reason)) => {
+                    q.execute(&*client, sql::SET_BENCH_DUE, &[&node, at, reason]).await
+                }
+                None => q.execute(&*client, sql::CLEAR_BENCH_DUE, &[&node]).await,
+            }
+            .map_err(fail)
+            .map(drop)
+        })
+    }
+
+    fn bench_due(&self) -> Result<BTreeMap<String, BenchDue>, StoreError> {
+        let rows = self.run("read the benchmarks asked for", |sh| async move {
+            let mut c = sh.conn().await?;
+            let Conn { client, q } = &mut *c;
+            q.query(&*client, sql::BENCH_DUE, &[])
+                .await
+                .map_err(pg("read the benchmarks asked for"))
+        })?;
+        rows.iter()
+            .map(|r| {
+                let fail = pg("read the benchmarks asked for");
+                let node: String = r.try_get(0).map_err(fail)?;
+                let at: i64 = r.try_get(1).map_err(fail)?;
+                let reason: String = r.try_get(2).map_err(fail)?;
+                Ok((node, BenchDue { at: ts(at), reason }))
+            })
+            .collect()
     }
 
     fn save_node_fenced(&self, fence: &Fence, memory: &NodeMemory) -> Result<(), StoreError> {
