@@ -8,28 +8,22 @@
 // Test helpers outside #[test] functions unwrap too (clippy.toml allows it only inside them).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use homeostat::health::{Breaker, Lifecycle};
-use homeostat::plan::memory::{
-    ArenaMark, ClusterMemory, CordonReason, HealthMemory, LoadSettings, Memory, ModelConfig,
-    NodeMemory, ServiceMemory,
-};
+use homeostat::plan::memory::{ClusterMemory, Memory, NodeMemory};
 use homeostat::store::{
     self, ActionEnd, ActionStatus, Appended, DB_FILE, EventId, Integrity, JOURNAL_FILE, LOCK_FILE,
-    NewAction, NewEvent, Retention, Rotation, RunLock, SqliteStore, StateStore, StoreError,
-    StoreOptions, kinds,
+    NewAction, NewEvent, Rotation, RunLock, SqliteStore, StateStore, StoreError, StoreOptions,
+    kinds,
 };
-use homeostat::time::Timestamp;
 
 #[path = "support/store_contract.rs"]
 mod contract;
 
-use contract::{at, realistic_memory};
+use contract::{at, event, realistic_memory};
 
 /// A state directory inside a temporary directory (so the test can check the directory's own
 /// mode), with its lock held.
@@ -511,4 +505,21 @@ async fn async_callers_use_blocking() {
     })
     .await;
     assert!(matches!(err, Err(StoreError::ActionNotOpen { .. })));
+}
+
+/// Fenced writes under the sole holder's leases (SQLite: one process holds every lease).
+#[test]
+fn sqlite_fenced_writes() {
+    let dir = Dir::new();
+    let (_lock, s) = dir.open();
+    let leases = store::SoleHolder::new(store::ReplicaId::new("only"));
+    contract::fenced_writes(&s, &leases);
+}
+
+/// The default retention prunes nothing from a small history (SQLite).
+#[test]
+fn sqlite_retention_default() {
+    let dir = Dir::new();
+    let (_lock, s) = dir.open();
+    contract::retention_default_keeps_small_history(&s);
 }
