@@ -18,7 +18,7 @@ use homeostat::plan::memory::{HealthMemory, LoadSettings, Memory, ModelConfig, N
 use homeostat::secret::Secret;
 use homeostat::store::{
     LeaseOptions, LeaseSet, LeaseStore, PgOptions, PostgresStore, QueryStats, ReplicaId, RunLock,
-    SqliteStore, StateStore,
+    SqliteStore, StateStore, StoreError,
 };
 use homeostat::time::Timestamp;
 
@@ -79,17 +79,21 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Refreshes each replica in turn until two rounds in a row change nothing.
-fn settle(rs: &[PostgresStore], desired: &BTreeSet<String>) -> (Vec<LeaseSet>, u32) {
+fn settle(
+    rs: &[PostgresStore],
+    desired: &BTreeSet<String>,
+) -> Result<(Vec<LeaseSet>, u32), StoreError> {
     let none = BTreeSet::new();
     let mut quiet = 0;
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let sets: Vec<LeaseSet> = rs.iter().map(|r| r.refresh(desired, &none).unwrap()).collect();
+        let sets: Vec<LeaseSet> =
+            rs.iter().map(|r| r.refresh(desired, &none)).collect::<Result<_, _>>()?;
         let changed = sets.iter().any(|s| !s.gained.is_empty() || !s.released.is_empty());
         quiet = if changed { 0 } else { quiet + 1 };
         if quiet == 2 || rounds == 30 {
-            return (sets, rounds);
+            return Ok((sets, rounds));
         }
     }
 }
@@ -138,7 +142,7 @@ fn run(
 
     // 1. First claims, until the shares settle.
     let t = Instant::now();
-    let (sets, rounds) = settle(&rs, &desired);
+    let (sets, rounds) = settle(&rs, &desired)?;
     let counts: Vec<usize> = sets.iter().map(|s| s.nodes.len()).collect();
     println!(
         "initial claim: settled in {rounds} rounds, {:.0} ms; nodes per replica {counts:?}",
@@ -180,14 +184,14 @@ fn run(
     let mut cycle_times = Vec::new();
     let t = Instant::now();
     for pass in 0..cycles {
-        let per: Vec<Duration> = std::thread::scope(|scope| {
+        let per: Vec<Result<Duration, StoreError>> = std::thread::scope(|scope| {
             let hs: Vec<_> = rs
                 .iter()
                 .map(|r| {
                     let desired = &desired;
                     scope.spawn(move || {
                         let s = Instant::now();
-                        let set = r.refresh(desired, &BTreeSet::new()).unwrap();
+                        let set = r.refresh(desired, &BTreeSet::new())?;
                         let memory = Memory {
                             nodes: set
                                 .nodes
@@ -197,15 +201,19 @@ fn run(
                                 .collect(),
                             ..Memory::default()
                         };
-                        let rejected = r.save_memory_fenced(&set, &memory).unwrap();
+                        let rejected = r.save_memory_fenced(&set, &memory)?;
                         assert!(rejected.nodes.is_empty());
-                        s.elapsed()
+                        Ok(s.elapsed())
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
         });
-        cycle_times.extend(per);
+        for d in per {
+            cycle_times.push(d?);
+        }
     }
     let wall = t.elapsed();
     let q = stats_sum(&rs).since(before);
@@ -255,7 +263,7 @@ fn run(
     let leaving = rs[last].refresh(&desired, &none)?.nodes.len();
     let t = Instant::now();
     rs[last].release_all()?;
-    let (sets, rounds) = settle(&rs[..last], &desired);
+    let (sets, rounds) = settle(&rs[..last], &desired)?;
     let owned: usize = sets.iter().map(|s| s.nodes.len()).sum();
     println!(
         "clean leave: {leaving} nodes taken over in {:.0} ms ({rounds} rounds incl. 2 quiet); \
@@ -263,7 +271,7 @@ fn run(
         ms(t.elapsed())
     );
     // Bring it back and settle again.
-    let (_, _) = settle(&rs, &desired);
+    let (_, _) = settle(&rs, &desired)?;
 
     // 5. Takeover after a death: the last replica stops renewing; the others refresh every
     //    TTL/3 (as the daemon does) until they own every node.
