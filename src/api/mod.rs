@@ -1,1 +1,341 @@
-//! See ARCHITECTURE.md.
+//! The daemon's HTTP API (axum), on `cluster.api.listen` (127.0.0.1:9464 by default):
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process runs (`{"status": "ok" \| "stopping"}`) |
+//! | `GET /readyz` | 200 once every node and service has been observed, else 503 |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
+//! | `GET /api/v1/status[?actions=N]` | the daemon, the manifests in effect, every node and service |
+//! | `GET /api/v1/events[?since=ID&limit=N]` | events after `since`, oldest first |
+//! | `GET /api/v1/routes` | the effective routing table (as `routes.json`); 503 before ready |
+//! | `POST /api/v1/nodes/{name}/heartbeat` | records a push-style worker's heartbeat |
+//! | `POST /api/v1/nodes/{name}/cordon`, `/uncordon` | takes a node out of routing / back |
+//! | `POST /api/v1/reload` | reloads the manifests (as SIGHUP) |
+//!
+//! Mutating endpoints (`POST`) require `Authorization: Bearer <token>`, the token coming from
+//! `cluster.api.tokenFrom` (compared in constant time). Without a configured token they are
+//! refused (403, saying how to configure one); a missing or wrong token is 401. Every error is
+//! JSON (`wire::ErrorBody`); bodies are capped at [`BODY_LIMIT`].
+//!
+//! This module speaks HTTP only: what each endpoint does is `daemon::control::Control`'s, and
+//! what the JSON looks like is `wire`'s.
+
+pub mod client;
+pub mod wire;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+
+use crate::daemon::control::{Auth, Control, ControlError};
+use crate::daemon::status::Phase;
+
+/// Largest request body accepted (a heartbeat or a cordon reason is a few hundred bytes).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Most events one request returns.
+pub const EVENTS_MAX: usize = 1000;
+/// Most recent actions per node in the status.
+pub const ACTIONS_MAX: usize = 100;
+
+/// The API's routes over a running daemon.
+pub fn router(control: Control) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/api/v1/nodes/{name}/cordon", post(cordon))
+        .route("/api/v1/nodes/{name}/uncordon", post(uncordon))
+        .route("/api/v1/reload", post(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(control)
+}
+
+/// An error answer.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = wire::ErrorBody { error: self.message, code: self.code.to_owned() };
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::UnknownNode(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
+            }
+            ControlError::Store(s) => {
+                tracing::error!(error = %crate::cli::chain(&s), "API request failed on the store");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the state store failed; see the daemon's log",
+                )
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json<T: serde::Serialize>(v: &T) -> Response {
+    axum::Json(v).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such endpoint; see the README's API section (GET /api/v1/status, /api/v1/events, /api/v1/routes, /metrics)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "method not allowed on this endpoint (reads are GET, changes are POST)",
+    )
+}
+
+async fn healthz(State(c): State<Control>) -> Response {
+    let phase = c.phase();
+    let status = if phase == Phase::Stopping { "stopping" } else { "ok" };
+    json(&wire::Health { status: status.into(), phase: phase_str(phase) })
+}
+
+async fn readyz(State(c): State<Control>) -> Response {
+    let phase = c.phase();
+    let ready = c.ready() && phase != Phase::Stopping;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(wire::Ready { ready, phase: phase_str(phase) })).into_response()
+}
+
+fn phase_str(p: Phase) -> String {
+    serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+async fn metrics(State(c): State<Control>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(crate::daemon::metrics::CONTENT_TYPE))],
+        c.metrics(),
+    )
+        .into_response()
+}
+
+/// Query parameters as a map; a malformed query string is a 400.
+fn query(raw: Option<String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}` (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+        out.insert(k.into_owned(), v.into_owned());
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+    default: T,
+    what: &str,
+) -> Result<T, ApiError> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("`{key}` must be {what}, not `{v}`"))),
+    }
+}
+
+async fn status(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query(raw, &["actions"])?;
+    let actions: usize = number(&q, "actions", 5, "a number of actions per node")?;
+    let snap = c.status(actions.min(ACTIONS_MAX)).await;
+    Ok(json(&wire::Status::from_snapshot(&snap)))
+}
+
+async fn events(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query(raw, &["since", "limit"])?;
+    let since: i64 = number(&q, "since", 0, "an event id (0 for the first)")?;
+    let limit: usize = number(&q, "limit", 100, "a count")?;
+    if since < 0 {
+        return Err(ApiError::bad_request("`since` must be an event id ≥ 0"));
+    }
+    let list = c.events(since, limit.clamp(1, EVENTS_MAX)).await.map_err(ControlError::Store)?;
+    Ok(json(&wire::Events::from_events(&list, since)))
+}
+
+async fn routes(State(c): State<Control>) -> ApiResult {
+    if !c.ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not ready: the routing table is published once every node has been observed",
+        ));
+    }
+    Ok(json(&wire::routes(&c.routes())))
+}
+
+/// Checks the bearer token of a mutating request.
+fn authorize(c: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match c.authorize(header) {
+        Auth::Allowed => Ok(()),
+        Auth::NotConfigured => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "mutating endpoints are disabled: no API token is configured. Set \
+             `spec.api.tokenFrom: { env: NAME }` (or `{ file: PATH }`) in the Cluster manifest, \
+             then send `Authorization: Bearer <token>`",
+        )),
+        Auth::Unreadable(why) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "mutating endpoints are disabled: the configured API token cannot be read ({why})"
+            ),
+        )),
+        Auth::Missing => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>` (the token of cluster.api.tokenFrom)",
+        )),
+        Auth::Wrong => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not the one configured in cluster.api.tokenFrom",
+        )),
+    }
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes; `None` when it is empty.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json::Value>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > BODY_LIMIT
+    {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        if buf.len() + chunk.len() > BODY_LIMIT {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+async fn heartbeat(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    authorize(&c, &headers)?;
+    if let Some(v) = read_body(&headers, body).await? {
+        let Some(obj) = v.as_object() else {
+            return Err(ApiError::bad_request("the body must be a JSON object (or empty)"));
+        };
+        if let Some(n) = obj.get("node")
+            && n.as_str() != Some(name.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "the body names node {n} but the URL names {name}"
+            )));
+        }
+    }
+    let ack = c.heartbeat(&name).await?;
+    Ok(json(&wire::HeartbeatReply::from(ack)))
+}
+
+async fn cordon_body(headers: &HeaderMap, body: Body) -> Result<wire::CordonRequest, ApiError> {
+    match read_body(headers, body).await? {
+        None => Ok(wire::CordonRequest::default()),
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            ApiError::bad_request(format!("the body must be {{\"reason\": \"...\"}} or empty: {e}"))
+        }),
+    }
+}
+
+async fn cordon(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    authorize(&c, &headers)?;
+    let req = cordon_body(&headers, body).await?;
+    let ack = c.cordon(&name, req.reason).await?;
+    Ok(json(&wire::CordonReply::from(ack)))
+}
+
+async fn uncordon(
+    State(c): State<Control>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    authorize(&c, &headers)?;
+    let req = cordon_body(&headers, body).await?;
+    let ack = c.uncordon(&name, req.reason).await?;
+    Ok(json(&wire::CordonReply::from(ack)))
+}
+
+async fn reload(State(c): State<Control>, headers: HeaderMap) -> ApiResult {
+    authorize(&c, &headers)?;
+    c.reload();
+    Ok((StatusCode::ACCEPTED, axum::Json(wire::ReloadReply { requested: true })).into_response())
+}

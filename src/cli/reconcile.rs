@@ -26,6 +26,10 @@ pub struct ReconcileArgs {
     /// Output format of `--once`.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// The daemon's API address, overriding `cluster.api.listen` (port 0: any free port; the
+    /// bound address is written to STATE_DIR/api.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     #[command(subcommand)]
     pub mode: Option<ReconcileMode>,
 }
@@ -59,7 +63,11 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
     match (a.mode, a.once) {
         (Some(ReconcileMode::Diff(d)), _) => runtime.block_on(diff(g, d)),
         (None, true) => runtime.block_on(once(g, a.output)),
-        (None, false) => anyhow::bail!("the reconcile daemon is not implemented yet"),
+        (None, false) => {
+            let mut config = crate::daemon::DaemonConfig::new(g.manifests.clone(), g.state_dir());
+            config.listen = a.listen;
+            runtime.block_on(crate::daemon::run_until_signalled(config))
+        }
     }
 }
 

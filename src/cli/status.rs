@@ -71,6 +71,20 @@ pub struct ServiceStatus {
 
 pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
     let dir = g.state_dir();
+    // A running daemon knows more (and fresher): ask it first.
+    match crate::api::client::status_blocking(&dir, a.actions) {
+        Ok(Some(live)) => {
+            match a.output {
+                Output::Json => super::print_json(&live)?,
+                Output::Table => print(&table(&from_daemon(&live, &dir.display().to_string()))),
+            }
+            return Ok(exit::OK);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %super::chain(&e), "cannot ask the running daemon; reading the store")
+        }
+    }
     let store = match SqliteStore::open_read_only(&dir) {
         Ok(s) => s,
         Err(StoreError::Missing { .. }) => {
@@ -137,11 +151,91 @@ fn node_status(m: &NodeMemory, now: Timestamp, recent_actions: Vec<ActionRecord>
         last_check: h.last_check.map(Timestamp::rfc3339),
         problem: h.problem.clone(),
         heal_attempts: h.heal_attempts,
-        cordoned: m.cordons.iter().copied().collect(),
+        // The API's manual cordon included (the manifest's own flag is not known here).
+        cordoned: m.cordon_reasons(false),
         degraded: m.degraded,
         last_known_good: m.last_known_good.as_ref().map(|c| c.model.clone()),
         gpu_temp_c: m.last_temp_c,
         recent_actions,
+    }
+}
+
+/// The daemon's status (`GET /api/v1/status`) in the shape of the store-based report, so both
+/// print the same table.
+fn from_daemon(s: &crate::api::wire::Status, state_dir: &str) -> StatusReport {
+    use crate::plan::memory::CordonReason;
+    let lifecycle = |l: &str| serde_json::from_value(serde_json::json!(l)).unwrap_or_default();
+    let breaker = |b: &str| match b {
+        "open" => BreakerView::Open,
+        "half-open" => BreakerView::HalfOpen,
+        _ => BreakerView::Closed,
+    };
+    let actions = |name: &str, list: &[crate::api::wire::ActionEntry]| -> Vec<ActionRecord> {
+        list.iter()
+            .map(|a| ActionRecord {
+                id: crate::store::ActionId(a.id),
+                node: name.to_owned(),
+                action: a.action.clone(),
+                correlation: a.correlation.clone(),
+                started: Timestamp::from_millis(a.started_ms),
+                end: crate::store::ActionStatus::parse(&a.status).map(|status| {
+                    crate::store::ActionEnd {
+                        status,
+                        detail: serde_json::Value::Null,
+                        ended: Timestamp::from_millis(a.ended_ms.unwrap_or_default()),
+                    }
+                }),
+            })
+            .collect()
+    };
+    let nodes = s
+        .nodes
+        .iter()
+        .map(|(name, n)| {
+            let recent_actions = actions(name, &n.recent_actions);
+            let status = NodeStatus {
+                lifecycle: lifecycle(&n.lifecycle),
+                breaker: breaker(&n.breaker),
+                last_check: n.last_check.clone(),
+                problem: n.problem.clone(),
+                heal_attempts: n.heal_attempts,
+                cordoned: n
+                    .cordons
+                    .iter()
+                    .filter_map(|c| {
+                        serde_json::from_value::<CordonReason>(serde_json::json!(c)).ok()
+                    })
+                    .collect(),
+                degraded: n.degraded,
+                last_known_good: n.last_known_good.clone(),
+                gpu_temp_c: n.observed.as_ref().and_then(|o| o.gpu_temp_c),
+                recent_actions,
+            };
+            (name.clone(), status)
+        })
+        .collect();
+    let services = s
+        .services
+        .iter()
+        .map(|(name, x)| {
+            let status = ServiceStatus {
+                lifecycle: lifecycle(&x.lifecycle),
+                breaker: breaker(&x.breaker),
+                last_check: x.last_check.clone(),
+                problem: x.problem.clone(),
+                heal_attempts: x.heal_attempts,
+                recent_actions: actions(&format!("service/{name}"), &x.recent_actions),
+            };
+            (name.clone(), status)
+        })
+        .collect();
+    StatusReport {
+        api_version: crate::desired::API_VERSION,
+        kind: "Status",
+        at: s.at.clone(),
+        state_dir: state_dir.to_owned(),
+        nodes,
+        services,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::observe::http::Http;
 use crate::observe::snapshot::Observation;
 use crate::plan::diagnose::Problem;
 use crate::plan::memory::{Memory, NodeMemory, ServiceMemory};
+use crate::plan::routing::RoutingTable;
 use crate::plan::step::{Action, Plan};
 use crate::plan::{PlanInput, plan};
 use crate::store::{
@@ -175,20 +176,7 @@ fn still_unhealthy(plan: &Plan, execution: &ExecutionReport) -> Vec<String> {
 fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory, plan: &Plan) {
     for (name, m) in &after.nodes {
         let old = before.nodes.get(name).cloned().unwrap_or_default();
-        if old.health.lifecycle != m.health.lifecycle {
-            recorder.event(
-                Some(name),
-                kinds::STATE_CHANGED,
-                json!({ "from": old.health.lifecycle, "to": m.health.lifecycle, "problem": m.health.problem }),
-            );
-        }
-        if old.health.breaker != m.health.breaker {
-            recorder.event(
-                Some(name),
-                "breaker.changed",
-                json!({ "from": old.health.breaker, "to": m.health.breaker }),
-            );
-        }
+        record_node_transitions(recorder, name, &old, m);
     }
     let now_active: BTreeSet<String> = plan.all_alerts().map(|a| a.key.clone()).collect();
     for alert in plan.all_alerts() {
@@ -201,15 +189,44 @@ fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Mem
     }
 }
 
+/// Events for one node's lifecycle and breaker transitions (also used by the daemon's per-node
+/// passes).
+pub fn record_node_transitions(
+    recorder: &dyn Recorder,
+    name: &str,
+    before: &NodeMemory,
+    after: &NodeMemory,
+) {
+    if before.health.lifecycle != after.health.lifecycle {
+        recorder.event(
+            Some(name),
+            kinds::STATE_CHANGED,
+            json!({ "from": before.health.lifecycle, "to": after.health.lifecycle, "problem": after.health.problem }),
+        );
+    }
+    if before.health.breaker != after.health.breaker {
+        recorder.event(
+            Some(name),
+            "breaker.changed",
+            json!({ "from": before.health.breaker, "to": after.health.breaker }),
+        );
+    }
+}
+
+/// The routing table as `routes.json` and `GET /api/v1/routes` show it.
+pub fn routes_document(at: Timestamp, routing: &RoutingTable) -> serde_json::Value {
+    json!({
+        "apiVersion": crate::desired::API_VERSION,
+        "kind": "Routes",
+        "at": at.rfc3339(),
+        "categories": routing.categories,
+    })
+}
+
 /// Writes `routes.json` atomically (0600) for other tools.
 pub fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
     let path: PathBuf = state_dir.join(ROUTES_FILE);
-    let body = json!({
-        "apiVersion": crate::desired::API_VERSION,
-        "kind": "Routes",
-        "at": plan.at.rfc3339(),
-        "categories": plan.routing.categories,
-    });
+    let body = routes_document(plan.at, &plan.routing);
     let text = serde_json::to_vec_pretty(&body).unwrap_or_default();
     if let Err(e) = crate::store::state_dir::write_private_atomic(&path, &text) {
         recorder.event(

@@ -103,7 +103,7 @@ impl SimCluster {
                 None => admin_url.clone(),
             };
             if let Some(hb) = h.cfg.heartbeat.clone() {
-                hub.tracker.spawn(heartbeats(hub.clone(), h.clone(), hb.url, hb.interval.get()));
+                hub.tracker.spawn(heartbeats(hub.clone(), h.clone(), hb));
             }
             nodes.push(SimNode { handle: h, url, admin_url });
         }
@@ -283,8 +283,9 @@ async fn timeline(hub: Arc<Hub>, mut events: Vec<super::config::TimelineEvent>) 
 }
 
 /// Posts heartbeats every `interval` while the node sends them.
-async fn heartbeats(hub: Arc<Hub>, node: Arc<NodeHandle>, url: String, interval: Duration) {
-    let url = url.replace("{name}", &node.name);
+async fn heartbeats(hub: Arc<Hub>, node: Arc<NodeHandle>, hb: super::config::HeartbeatConfig) {
+    let url = hb.url.replace("{name}", &node.name);
+    let interval = hb.interval.get();
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
         Ok(c) => c,
         Err(e) => {
@@ -308,9 +309,12 @@ async fn heartbeats(hub: Arc<Hub>, node: Arc<NodeHandle>, url: String, interval:
                 })
             })
         });
-        if let Some(body) = beat
-            && let Err(e) = client.post(&url).json(&body).send().await
-        {
+        let Some(body) = beat else { continue };
+        let mut req = client.post(&url).json(&body);
+        if let Some(t) = &hb.token {
+            req = req.bearer_auth(t);
+        }
+        if let Err(e) = req.send().await {
             tracing::debug!(node = %node.name, error = %e, "heartbeat not delivered");
         }
     }

@@ -211,6 +211,9 @@ pub struct HeartbeatConfig {
     pub url: String,
     #[serde(default = "default_heartbeat_interval")]
     pub interval: Dur,
+    /// Bearer token sent with each heartbeat (homeostat's API token, `cluster.api.tokenFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// LM Studio's model types.

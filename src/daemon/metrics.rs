@@ -1,0 +1,461 @@
+//! The daemon's Prometheus metrics (`GET /metrics`, OpenMetrics text).
+//!
+//! Names start with `homeostat_`. Per-node series carry a `node` label; state gauges are one-hot
+//! (`homeostat_node_state{node,state}` is 1 for the node's current lifecycle and 0 for the
+//! others, as kube-state-metrics does), plus a count per state for dashboards. Series of a node
+//! removed by a reload are removed too.
+//!
+//! Values are set by the node passes as they happen; delivery statistics of the notifications
+//! are read at scrape time.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::act::executor::{ExecutionReport, HealResult, StepOutcome};
+use crate::health::{BreakerView, Lifecycle};
+use crate::notify::DeliveryStats;
+use crate::observe::snapshot::{NodeObservation, Reach};
+use crate::plan::step::Action;
+
+/// The content type of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+const LIFECYCLES: [Lifecycle; 7] = [
+    Lifecycle::Unknown,
+    Lifecycle::Healthy,
+    Lifecycle::Suspect,
+    Lifecycle::Unhealthy,
+    Lifecycle::Healing,
+    Lifecycle::Verifying,
+    Lifecycle::Offline,
+];
+const BREAKERS: [BreakerView; 3] = [BreakerView::Closed, BreakerView::Open, BreakerView::HalfOpen];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeState {
+    node: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    node: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServicePassLabels {
+    service: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeFailureLabels {
+    backend: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s: a loopback probe to a hanging node's timeout.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every metric the daemon exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    passes: Family<PassLabels, Counter>,
+    service_passes: Family<ServicePassLabels, Counter>,
+    probe_latency: HistogramFamily<BackendLabel>,
+    probe_failures: Family<ProbeFailureLabels, Counter>,
+    actions: Family<ActionLabels, Counter>,
+    heals: Family<ResultLabel, Counter>,
+    node_state: Family<NodeState, Gauge>,
+    nodes_by_state: Family<StateLabel, Gauge>,
+    breaker_state: Family<NodeState, Gauge>,
+    gpu_temp: Family<NodeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    vram_used: Family<NodeLabel, Gauge>,
+    vram_total: Family<NodeLabel, Gauge>,
+    heartbeats: Family<NodeLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    last_reload_ok: Gauge,
+    generation: Gauge,
+    ready: Gauge,
+    notifications: Family<ResultLabel, Counter>,
+    notifications_pending: Gauge,
+    /// Delivery statistics already added to `notifications` (they are read cumulatively from the
+    /// notification service at scrape time and added as differences).
+    seen_delivery: Mutex<DeliveryStats>,
+    /// Every node's current lifecycle and breaker, for the per-state counts.
+    states: Mutex<std::collections::BTreeMap<String, (Lifecycle, BreakerView)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("homeostat");
+        let m = Metrics {
+            passes: Family::default(),
+            service_passes: Family::default(),
+            probe_latency: Family::new_with_constructor(latency_histogram),
+            probe_failures: Family::default(),
+            actions: Family::default(),
+            heals: Family::default(),
+            node_state: Family::default(),
+            nodes_by_state: Family::default(),
+            breaker_state: Family::default(),
+            gpu_temp: Family::default(),
+            vram_used: Family::default(),
+            vram_total: Family::default(),
+            heartbeats: Family::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            generation: Gauge::default(),
+            ready: Gauge::default(),
+            notifications: Family::default(),
+            notifications_pending: Gauge::default(),
+            seen_delivery: Mutex::new(DeliveryStats::default()),
+            states: Mutex::new(Default::default()),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "passes",
+            "Reconcile passes per node, by outcome (in-sync, held, acted, failed, cancelled)",
+            m.passes.clone(),
+        );
+        r.register(
+            "service_passes",
+            "Reconcile passes per service, by outcome",
+            m.service_passes.clone(),
+        );
+        r.register(
+            "probe_latency_seconds",
+            "Latency of the liveness/listing probe, per backend",
+            m.probe_latency.clone(),
+        );
+        r.register(
+            "probe_failures",
+            "Observations that ended with the node unreachable, per backend and cause",
+            m.probe_failures.clone(),
+        );
+        r.register("actions", "Executed plan steps by action and outcome", m.actions.clone());
+        r.register("heals", "Heals by result (verified, failed, interrupted)", m.heals.clone());
+        r.register(
+            "node_state",
+            "1 for each node's current lifecycle state, 0 for the others",
+            m.node_state.clone(),
+        );
+        r.register("nodes", "Nodes per lifecycle state", m.nodes_by_state.clone());
+        r.register(
+            "node_breaker_state",
+            "1 for each node's current circuit-breaker state, 0 for the others",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "node_gpu_temperature_celsius",
+            "Hottest GPU of the node as last observed",
+            m.gpu_temp.clone(),
+        );
+        r.register(
+            "node_vram_used_bytes",
+            "VRAM in use on the node as last observed",
+            m.vram_used.clone(),
+        );
+        r.register(
+            "node_vram_total_bytes",
+            "VRAM of the node as last observed",
+            m.vram_total.clone(),
+        );
+        r.register(
+            "heartbeats",
+            "Heartbeats received per node (POST /api/v1/nodes/{name}/heartbeat)",
+            m.heartbeats.clone(),
+        );
+        r.register(
+            "manifest_reloads",
+            "Manifest reloads by result (success, failure); unchanged sets are not counted",
+            m.reloads.clone(),
+        );
+        r.register(
+            "manifest_last_reload_success",
+            "1 if the last manifest reload succeeded (or none failed since start), else 0",
+            m.last_reload_ok.clone(),
+        );
+        r.register(
+            "manifest_generation",
+            "Generation of the manifest set in effect (1 at start, +1 per applied reload)",
+            m.generation.clone(),
+        );
+        r.register(
+            "ready",
+            "1 once every node and service has been observed at least once",
+            m.ready.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notification deliveries by result (enqueued, delivered, retried, failed, dropped)",
+            m.notifications.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Notifications queued or in flight",
+            m.notifications_pending.clone(),
+        );
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        build.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
+        r.register("build_info", "homeostat's version", build);
+        m.last_reload_ok.set(1);
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text of every metric, with current delivery statistics.
+    pub fn encode(&self, delivery: DeliveryStats) -> String {
+        self.record_delivery(delivery);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn record_delivery(&self, now: DeliveryStats) {
+        let mut seen = self.seen_delivery.lock().expect("metrics lock poisoned");
+        let add = |name: &str, new: u64, old: u64| {
+            if new > old {
+                self.notifications
+                    .get_or_create(&ResultLabel { result: name.into() })
+                    .inc_by(new - old);
+            }
+        };
+        add("enqueued", now.enqueued, seen.enqueued);
+        add("delivered", now.delivered, seen.delivered);
+        add("retried", now.retries, seen.retries);
+        add("failed", now.failed, seen.failed);
+        add("dropped", now.dropped, seen.dropped);
+        self.notifications_pending.set(i64::try_from(now.pending).unwrap_or(i64::MAX));
+        *seen = now;
+    }
+
+    /// One observation of a node: probe latency or failure, GPU gauges.
+    pub fn observed(&self, node: &str, backend: &str, obs: &NodeObservation) {
+        let b = BackendLabel { backend: backend.to_owned() };
+        match &obs.reach {
+            Reach::Up => {
+                if let Some(ms) = obs.latency_ms {
+                    self.probe_latency.get_or_create(&b).observe(ms as f64 / 1000.0);
+                }
+            }
+            Reach::Down { cause } => {
+                let cause = serde_json::to_value(cause)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
+                    .unwrap_or_else(|| "other".into());
+                self.probe_failures
+                    .get_or_create(&ProbeFailureLabels { backend: b.backend, cause })
+                    .inc();
+            }
+        }
+        let l = NodeLabel { node: node.to_owned() };
+        let t = &obs.telemetry;
+        if let Some(c) = t.gpu_temp_c {
+            self.gpu_temp.get_or_create(&l).set(c);
+        }
+        if let Some(v) = t.vram_used {
+            self.vram_used.get_or_create(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = t.vram_total {
+            self.vram_total.get_or_create(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A node's lifecycle and breaker as of its last pass.
+    pub fn node_state(&self, node: &str, lifecycle: Lifecycle, breaker: BreakerView) {
+        for l in LIFECYCLES {
+            let labels = NodeState { node: node.to_owned(), state: l.as_str().to_owned() };
+            self.node_state.get_or_create(&labels).set(i64::from(l == lifecycle));
+        }
+        for b in BREAKERS {
+            let labels = NodeState { node: node.to_owned(), state: b.to_string() };
+            self.breaker_state.get_or_create(&labels).set(i64::from(b == breaker));
+        }
+        let mut states = self.states.lock().expect("metrics lock poisoned");
+        states.insert(node.to_owned(), (lifecycle, breaker));
+        self.recount(&states);
+    }
+
+    fn recount(&self, states: &std::collections::BTreeMap<String, (Lifecycle, BreakerView)>) {
+        for l in LIFECYCLES {
+            let n = states.values().filter(|(s, _)| *s == l).count();
+            self.nodes_by_state
+                .get_or_create(&StateLabel { state: l.as_str().to_owned() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes every series of a node that is no longer desired.
+    pub fn forget_node(&self, node: &str) {
+        for l in LIFECYCLES {
+            self.node_state
+                .remove(&NodeState { node: node.to_owned(), state: l.as_str().to_owned() });
+        }
+        for b in BREAKERS {
+            self.breaker_state.remove(&NodeState { node: node.to_owned(), state: b.to_string() });
+        }
+        let l = NodeLabel { node: node.to_owned() };
+        self.gpu_temp.remove(&l);
+        self.vram_used.remove(&l);
+        self.vram_total.remove(&l);
+        self.heartbeats.remove(&l);
+        let mut states = self.states.lock().expect("metrics lock poisoned");
+        states.remove(node);
+        self.recount(&states);
+    }
+
+    pub fn pass(&self, node: &str, outcome: &str) {
+        self.passes
+            .get_or_create(&PassLabels { node: node.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+    }
+
+    pub fn service_pass(&self, service: &str, outcome: &str) {
+        self.service_passes
+            .get_or_create(&ServicePassLabels {
+                service: service.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Steps and heals of one execution.
+    pub fn executed(&self, report: &ExecutionReport) {
+        for r in report.nodes.values().chain(report.services.values()) {
+            for s in &r.steps {
+                let outcome = match s.outcome {
+                    StepOutcome::Done { .. } => "done",
+                    StepOutcome::Failed { .. } => "failed",
+                    StepOutcome::Skipped => "skipped",
+                };
+                self.actions
+                    .get_or_create(&ActionLabels {
+                        action: action_name(&s.action).to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc();
+            }
+            if let Some(h) = &r.heal {
+                let result = match h {
+                    HealResult::Verified => "verified",
+                    HealResult::Failed => "failed",
+                    HealResult::Interrupted => "interrupted",
+                };
+                self.heals.get_or_create(&ResultLabel { result: result.into() }).inc();
+            }
+        }
+    }
+
+    pub fn heartbeat(&self, node: &str) {
+        self.heartbeats.get_or_create(&NodeLabel { node: node.to_owned() }).inc();
+    }
+
+    pub fn reload(&self, ok: bool, generation: u64) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.last_reload_ok.set(i64::from(ok));
+        self.set_generation(generation);
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+}
+
+/// The action's name as in the plan's JSON (`load`, `unload`, `settle`, ...).
+pub fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::Load { .. } => "load",
+        Action::Unload { .. } => "unload",
+        Action::Settle { .. } => "settle",
+        Action::Restart { .. } => "restart",
+        Action::Verify { .. } => "verify",
+        Action::Pull { .. } => "pull",
+        Action::Cordon { .. } => "cordon",
+        Action::Uncordon { .. } => "uncordon",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition ends with `# EOF`, names carry the prefix, one-hot state gauges switch.
+    #[test]
+    fn encodes_openmetrics_with_one_hot_states() {
+        let m = Metrics::new();
+        m.node_state("m1", Lifecycle::Healthy, BreakerView::Closed);
+        m.node_state("m1", Lifecycle::Offline, BreakerView::Open);
+        let text = m.encode(DeliveryStats::default());
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("homeostat_node_state{node=\"m1\",state=\"offline\"} 1"), "{text}");
+        assert!(text.contains("homeostat_node_state{node=\"m1\",state=\"healthy\"} 0"), "{text}");
+        assert!(text.contains("homeostat_nodes{state=\"offline\"} 1"), "{text}");
+        m.forget_node("m1");
+        let text = m.encode(DeliveryStats::default());
+        assert!(!text.contains("node=\"m1\""), "{text}");
+        assert!(text.contains("homeostat_nodes{state=\"offline\"} 0"), "{text}");
+    }
+
+    /// Delivery statistics are cumulative at the source: a second scrape adds only the
+    /// difference.
+    #[test]
+    fn delivery_stats_are_added_as_differences() {
+        let m = Metrics::new();
+        let s = DeliveryStats { enqueued: 2, delivered: 1, ..Default::default() };
+        m.encode(s);
+        let s = DeliveryStats { enqueued: 3, delivered: 3, ..Default::default() };
+        let text = m.encode(s);
+        assert!(text.contains("homeostat_notifications_total{result=\"enqueued\"} 3"), "{text}");
+        assert!(text.contains("homeostat_notifications_total{result=\"delivered\"} 3"), "{text}");
+    }
+}
