@@ -84,11 +84,19 @@ pub struct DaemonOptions {
     pub postgres: Option<PgStore>,
 }
 
+/// Where a replica's PostgreSQL URL comes from.
+#[derive(Debug, Clone)]
+pub enum PgUrl {
+    /// An environment variable or a file holding it (it may hold a password: never printed).
+    Ref(crate::desired::SecretRef),
+    /// Given literally (`--store postgres://…`): accepted only without a password.
+    Literal(String),
+}
+
 /// The PostgreSQL store of a daemon replica (issue #9).
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    /// Where the connection URL is (it may hold a password: never printed).
-    pub url: crate::desired::SecretRef,
+    pub url: PgUrl,
     pub leases: crate::store::LeaseOptions,
     /// This replica's name (default: host, pid and a random suffix).
     pub replica: Option<crate::store::ReplicaId>,
@@ -201,9 +209,12 @@ pub async fn run(
             o.leases = pg.leases;
             o.journal_dir = Some(state_dir.clone());
             let url = pg.url.clone();
-            let s = tokio::task::spawn_blocking(move || PostgresStore::open_ref(&url, o))
-                .await
-                .map_err(|source| StoreError::Task { source })??;
+            let s = tokio::task::spawn_blocking(move || match url {
+                PgUrl::Ref(r) => PostgresStore::open_ref(&r, o),
+                PgUrl::Literal(u) => PostgresStore::open(&crate::secret::Secret::new(u), o),
+            })
+            .await
+            .map_err(|source| StoreError::Task { source })??;
             tracing::info!(database = %s.target(), replica = %s.replica_id(),
                 lease_ttl = ?pg.leases.ttl, "sharing the cluster through PostgreSQL leases");
             let s = Arc::new(s);

@@ -46,6 +46,27 @@ fn server_url() -> Result<String, String> {
         .ok_or_else(|| format!("{} does not set {URL_VAR}", dir.join("env").display()))
 }
 
+/// Runs `sql` on a connection to `url`, on a thread of its own (so async tests can call it too);
+/// returns the first column of each row as text.
+fn run_sql(url: &str, sql: &str, query: bool) -> Result<Vec<String>, tokio_postgres::Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let (rt, client) = admin(url);
+                rt.block_on(async {
+                    if query {
+                        let rows = client.query(sql, &[]).await?;
+                        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                    } else {
+                        client.batch_execute(sql).await.map(|()| Vec::new())
+                    }
+                })
+            })
+            .join()
+            .expect("the SQL thread does not panic")
+    })
+}
+
 /// A connection to the server's maintenance database, for CREATE and DROP DATABASE.
 fn admin(url: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -82,8 +103,7 @@ impl TestDb {
             }
         };
         let name = format!("homeostat_test_{:016x}", rand::random::<u64>());
-        let (rt, client) = admin(&server);
-        rt.block_on(client.batch_execute(&format!("CREATE DATABASE {name}"))).unwrap();
+        run_sql(&server, &format!("CREATE DATABASE {name}"), false).unwrap();
         let mut url = url::Url::parse(&server).expect("the test server URL is a URL");
         url.set_path(&name);
         Some(TestDb { name, url: url.to_string(), server })
@@ -109,23 +129,19 @@ impl TestDb {
 
     /// Runs one SQL batch as the superuser in this database (to inspect or break things).
     pub fn sql(&self, sql: &str) {
-        let (rt, client) = admin(&self.url);
-        rt.block_on(client.batch_execute(sql)).unwrap();
+        run_sql(&self.url, sql, false).unwrap();
     }
 
     /// The first column of each row of `sql`, as text.
     pub fn query_texts(&self, sql: &str) -> Vec<String> {
-        let (rt, client) = admin(&self.url);
-        let rows = rt.block_on(client.query(sql, &[])).unwrap();
-        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+        run_sql(&self.url, sql, true).unwrap()
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let (rt, client) = admin(&self.server);
         let dropped =
-            rt.block_on(client.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name)));
+            run_sql(&self.server, &format!("DROP DATABASE {} WITH (FORCE)", self.name), false);
         if let Err(e) = dropped {
             eprintln!("could not drop the test database {}: {e}", self.name);
         }
