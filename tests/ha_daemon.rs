@@ -212,3 +212,64 @@ async fn three_replicas_share_heal_once_and_take_over_a_killed_one() {
     }
     drop(dead);
 }
+
+/// Heals of `node` that succeeded, from the shared event log.
+fn healed(db: &pg::TestDb, node: &str) -> usize {
+    let sql = format!(
+        "SELECT count(*)::text FROM events WHERE kind = 'heal.succeeded' AND node = '{node}'"
+    );
+    db.query_texts(&sql)[0].parse().unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Fencing: a replica paused (SIGSTOP) past its lease TTL loses its nodes to the other; when it
+/// resumes (SIGCONT) with its passes overdue, it does not act on the nodes it lost: a crash
+/// injected just before it resumes is healed once, by the new holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_does_not_act_on_nodes_it_lost() {
+    let Some(db) = pg::TestDb::create() else { return };
+    let h = Harness::start(&sim_yaml(), manifests).await;
+    let watcher = db.open("test-watcher", TTL);
+    let rs: Vec<Replica> = (0..2).map(|i| Replica::start(&h, &db, i)).collect();
+    wait_until(Duration::from_secs(30), "the leases to settle 3/3", || {
+        let o = owners(&watcher);
+        o.len() == NODES && o.values().filter(|p| **p == rs[0].pid()).count() == 3
+    })
+    .await;
+    let paused = rs[0].pid();
+    let its_nodes: Vec<String> =
+        owners(&watcher).iter().filter(|(_, p)| **p == paused).map(|(n, _)| n.clone()).collect();
+
+    signal(paused, "-STOP");
+    for n in &its_nodes {
+        h.node(n).inject(fault(json!({ "kind": "model-crash" })));
+    }
+    wait_until(TTL * 4, "the other replica to take the paused one's nodes", || {
+        owners(&watcher).values().all(|p| *p == rs[1].pid())
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "the first crashes to be healed", || {
+        its_nodes.iter().all(|n| healed(&db, n) == 1)
+    })
+    .await;
+    assert!(its_nodes.iter().all(|n| loads(&h)[n] == 1), "{:?}", loads(&h));
+    // The paused replica's passes are overdue now; crash the nodes again and resume it.
+    for n in &its_nodes {
+        h.node(n).inject(fault(json!({ "kind": "model-crash" })));
+    }
+    signal(paused, "-CONT");
+    wait_until(Duration::from_secs(20), "the second crashes to be healed", || {
+        its_nodes.iter().all(|n| healed(&db, n) == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let l = loads(&h);
+    for n in &its_nodes {
+        assert_eq!(l[n], 2, "{n} healed once per crash, by one replica: {l:?}");
+    }
+    assert!(!rs[0].log_text().contains("action.started"), "{}", rs[0].log_text());
+}
