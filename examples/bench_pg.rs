@@ -260,7 +260,9 @@ fn run(
     // 4. Takeover after a clean leave: the leaving replica releases everything; the others take
     //    its nodes in their next rounds.
     let last = rs.len() - 1;
-    let leaving = rs[last].refresh(&desired, &none)?.nodes.len();
+    // The SQLite part may have outlasted the TTL: settle the shares again first.
+    let (sets, _) = settle(&rs, &desired)?;
+    let leaving = sets[last].nodes.len();
     let t = Instant::now();
     rs[last].release_all()?;
     let (sets, rounds) = settle(&rs[..last], &desired)?;
