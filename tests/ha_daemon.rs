@@ -60,6 +60,7 @@ fn manifests(sim: &homeostat::sim::SimCluster) -> String {
 /// One replica process, its state directory and log in the harness's temporary directory.
 struct Replica {
     child: Child,
+    dir: std::path::PathBuf,
     log: std::path::PathBuf,
 }
 
@@ -81,7 +82,16 @@ impl Replica {
             .stderr(out)
             .spawn()
             .expect("homeostat starts");
-        Replica { child, log }
+        Replica { child, dir, log }
+    }
+
+    /// `GET /metrics` of this replica's API (its address from `STATE_DIR/api.addr`).
+    async fn metrics(&self) -> String {
+        let addr = std::fs::read_to_string(self.dir.join("api.addr")).unwrap();
+        let url = format!("http://{}/metrics", addr.trim());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        client.get(&url).send().await.unwrap().text().await.unwrap()
     }
 
     fn pid(&self) -> u32 {
@@ -116,6 +126,65 @@ fn owners(watcher: &PostgresStore) -> BTreeMap<String, u32> {
         .filter(|r| r.valid)
         .filter_map(|r| Some((r.node.clone()?, pid_of(r.holder.as_ref()?.as_str())?)))
         .collect()
+}
+
+/// `homeostat status ARGS -o json`, parsed; the table too (`-o table`).
+fn status_cli(args: &[&str], env: Option<(&str, &str)>) -> (serde_json::Value, String) {
+    let run = |output: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_homeostat"));
+        c.arg("status").args(args).args(["-o", output]);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "status {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    (serde_json::from_str(&run("json")).unwrap(), run("table"))
+}
+
+/// The value of a metric line `name value` in an OpenMetrics text.
+fn metric(text: &str, name: &str) -> Option<i64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Status and metrics show who holds what, as the lease table does: `status --store` (from
+/// PostgreSQL) and `status --state-dir` (from each replica's API) name each node's holder and
+/// the leader; each replica's `/metrics` counts the leases it holds, one replica is the leader.
+async fn check_status_and_metrics(db: &pg::TestDb, rs: &[Replica], o: &BTreeMap<String, u32>) {
+    let url = db.url();
+    let (doc, table) =
+        status_cli(&["--store", &format!("env:{URL_VAR}")], Some((URL_VAR, url.expose())));
+    for (node, pid) in o {
+        let holder = doc["nodes"][node]["holder"].as_str().unwrap_or_default();
+        assert_eq!(pid_of(holder), Some(*pid), "{node}: {doc}");
+    }
+    let leader = doc["leader"].as_str().expect("a leader").to_owned();
+    assert!(table.contains("HOLDER") && table.contains(&leader), "{table}");
+    let mut leaders = 0;
+    for r in rs {
+        let dir = r.dir.display().to_string();
+        let (live, table) = status_cli(&["--state-dir", &dir], None);
+        assert_eq!(live["leases"]["leader"].as_str(), Some(leader.as_str()), "{live}");
+        let mine = live["leases"]["held"].as_array().unwrap().len();
+        assert_eq!(mine, o.values().filter(|p| **p == r.pid()).count(), "{live}");
+        for (node, pid) in o {
+            let holder = live["nodes"][node]["holder"].as_str().unwrap_or_default();
+            assert_eq!(pid_of(holder), Some(*pid), "{node} from replica {}: {live}", r.pid());
+        }
+        assert!(table.contains("HOLDER") && table.contains(&leader), "{table}");
+        let text = r.metrics().await;
+        let mine = o.values().filter(|p| **p == r.pid()).count();
+        assert_eq!(metric(&text, "homeostat_leases_held"), Some(mine as i64), "{text}");
+        for (node, pid) in o {
+            let line = format!("homeostat_node_lease_held{{node=\"{node}\"}}");
+            assert_eq!(metric(&text, &line), Some(i64::from(*pid == r.pid())), "{text}");
+        }
+        let is_leader = metric(&text, "homeostat_lease_leader").unwrap();
+        assert_eq!(is_leader == 1, pid_of(&leader) == Some(r.pid()), "{text}");
+        leaders += is_leader;
+    }
+    assert_eq!(leaders, 1, "exactly one leader");
 }
 
 fn fault(v: serde_json::Value) -> Fault {
@@ -159,6 +228,9 @@ async fn three_replicas_share_heal_once_and_take_over_a_killed_one() {
     eprintln!("leases settled {settle:?} after start");
     assert!(owners(&watcher).values().all(|p| pids.contains(p)));
     assert_eq!(loads(&h).values().sum::<usize>(), 0, "nothing to heal yet");
+    // A lease round later, every replica's metrics agree with the table.
+    tokio::time::sleep(TTL / 2).await;
+    check_status_and_metrics(&db, &rs, &owners(&watcher)).await;
 
     // A crash on every node: each healed, exactly once.
     for n in names() {

@@ -67,6 +67,23 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mass_failure: Option<MassFailure>,
     pub notifications: NotificationStatus,
+    /// Replicas and node leases (several replicas on PostgreSQL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases: Option<LeaseStatus>,
+}
+
+/// This replica, the leader and the live replicas (several replicas on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseStatus {
+    /// This replica's id.
+    pub replica: String,
+    /// The replica holding the leader lease (cluster-wide decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The nodes whose lease this replica holds.
+    pub held: Vec<String>,
+    pub live_replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +182,9 @@ pub struct NodeStatus {
     pub notes: Vec<String>,
     pub pass: PassStatus,
     pub recent_actions: Vec<ActionEntry>,
+    /// The replica holding the node's lease (several replicas on PostgreSQL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -471,6 +491,7 @@ fn node_status(s: &NodeSnapshot, now: Timestamp) -> NodeStatus {
         notes: s.plan.as_ref().map(|p| p.notes.clone()).unwrap_or_default(),
         pass: pass_status(&s.task),
         recent_actions: s.recent_actions.iter().map(action_entry).collect(),
+        holder: s.holder.clone(),
     }
 }
 
@@ -560,6 +581,12 @@ impl Status {
                 dropped: s.delivery.dropped,
                 pending: s.delivery.pending,
             },
+            leases: s.leases.as_ref().map(|l| LeaseStatus {
+                replica: l.replica.clone(),
+                leader: l.leader.clone(),
+                held: l.held.clone(),
+                live_replicas: l.live_replicas.clone(),
+            }),
         }
     }
 }

@@ -84,7 +84,7 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
 
 /// `--store`: None for SQLite, else where the PostgreSQL URL is. A literal URL is accepted
 /// only without a password (a password on the command line is visible to every local user).
-fn pg_store(
+pub(crate) fn pg_store(
     store: &str,
     ttl: std::time::Duration,
 ) -> anyhow::Result<Option<crate::daemon::PgStore>> {

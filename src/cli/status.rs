@@ -22,6 +22,12 @@ pub struct StatusArgs {
     /// Recent actions shown per node.
     #[arg(long, default_value_t = 5)]
     pub actions: usize,
+    /// Read a PostgreSQL store shared by several replicas instead of the state directory's
+    /// SQLite database (`env:VAR`, `file:PATH`, or `postgres://…` without a password), showing
+    /// which replica holds which node. Without it, a daemon replica running on the state
+    /// directory is asked first, and shows the holders too.
+    #[arg(long, value_name = "STORE", default_value = "sqlite")]
+    pub store: String,
 }
 
 /// `status -o json`.
@@ -34,6 +40,9 @@ pub struct StatusReport {
     pub state_dir: String,
     pub nodes: BTreeMap<String, NodeStatus>,
     pub services: BTreeMap<String, ServiceStatus>,
+    /// The replica holding the leader lease (several replicas on PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +62,9 @@ pub struct NodeStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_temp_c: Option<f64>,
     pub recent_actions: Vec<ActionRecord>,
+    /// The replica holding the node's lease (several replicas on PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +83,14 @@ pub struct ServiceStatus {
 
 pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
     let dir = g.state_dir();
+    if let Some(pg) = super::reconcile::pg_store(&a.store, std::time::Duration::from_secs(30))? {
+        let report = from_postgres(pg, a.actions)?;
+        match a.output {
+            Output::Json => super::print_json(&report)?,
+            Output::Table => print(&table(&report)),
+        }
+        return Ok(exit::OK);
+    }
     // A running daemon knows more (and fresher): ask it first.
     match crate::api::client::status_blocking(&dir, a.actions) {
         Ok(Some(live)) => {
@@ -103,6 +123,32 @@ pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
         Output::Table => print(&table(&report)),
     }
     Ok(exit::OK)
+}
+
+/// The report from a PostgreSQL store (read only), with each node's lease holder.
+fn from_postgres(pg: crate::daemon::PgStore, actions: usize) -> anyhow::Result<StatusReport> {
+    use crate::store::{LeaseStore as _, PgOptions, PostgresStore, ReplicaId};
+    let mut o = PgOptions::new(ReplicaId::new("homeostat-status"));
+    o.read_only = true;
+    let store = match pg.url {
+        crate::daemon::PgUrl::Ref(r) => PostgresStore::open_ref(&r, o),
+        crate::daemon::PgUrl::Literal(u) => PostgresStore::open(&crate::secret::Secret::new(u), o),
+    }
+    .context("cannot open the PostgreSQL store")?;
+    let memory = store.load_memory().context("cannot read remembered state")?;
+    let table = store.lease_table().context("cannot read the lease table")?;
+    let now = MonotonicClock::start().now();
+    let mut report = build(&store, &memory, now, actions, &store.target().to_string())?;
+    for (name, n) in &mut report.nodes {
+        n.holder = table.holder(name).map(ToString::to_string);
+    }
+    report.leader = table
+        .leader
+        .as_ref()
+        .filter(|l| l.valid)
+        .and_then(|l| l.holder.as_ref())
+        .map(ToString::to_string);
+    Ok(report)
 }
 
 fn build(
@@ -140,6 +186,7 @@ fn build(
         state_dir: state_dir.to_owned(),
         nodes,
         services,
+        leader: None,
     })
 }
 
@@ -157,6 +204,7 @@ fn node_status(m: &NodeMemory, now: Timestamp, recent_actions: Vec<ActionRecord>
         last_known_good: m.last_known_good.as_ref().map(|c| c.model.clone()),
         gpu_temp_c: m.last_temp_c,
         recent_actions,
+        holder: None,
     }
 }
 
@@ -210,6 +258,7 @@ fn from_daemon(s: &crate::api::wire::Status, state_dir: &str) -> StatusReport {
                 last_known_good: n.last_known_good.clone(),
                 gpu_temp_c: n.observed.as_ref().and_then(|o| o.gpu_temp_c),
                 recent_actions,
+                holder: n.holder.clone(),
             };
             (name.clone(), status)
         })
@@ -236,15 +285,29 @@ fn from_daemon(s: &crate::api::wire::Status, state_dir: &str) -> StatusReport {
         state_dir: state_dir.to_owned(),
         nodes,
         services,
+        leader: s.leases.as_ref().and_then(|l| l.leader.clone()),
     }
 }
 
 fn table(r: &StatusReport) -> String {
     let mut out = String::new();
+    // Several replicas: which one holds each node's lease.
+    let holders = r.nodes.values().any(|n| n.holder.is_some());
+    let holder_col = |h: Option<&str>| {
+        if holders { format!("{:<28} ", h.unwrap_or("-")) } else { String::new() }
+    };
+    if let Some(leader) = &r.leader {
+        let _ = writeln!(out, "Leader replica: {leader}\n");
+    }
     let _ = writeln!(
         out,
-        "{:<16} {:<10} {:<10} {:<25} {:>8}  PROBLEM",
-        "NODE", "STATE", "BREAKER", "LAST CHECK", "ATTEMPTS"
+        "{:<16} {}{:<10} {:<10} {:<25} {:>8}  PROBLEM",
+        "NODE",
+        holder_col(Some("HOLDER")),
+        "STATE",
+        "BREAKER",
+        "LAST CHECK",
+        "ATTEMPTS"
     );
     for (name, n) in &r.nodes {
         let mut problem = n.problem.clone().unwrap_or_else(|| "-".into());
@@ -254,8 +317,9 @@ fn table(r: &StatusReport) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
+            "{:<16} {}{:<10} {:<10} {:<25} {:>8}  {}",
             name,
+            holder_col(n.holder.as_deref()),
             n.lifecycle.as_str(),
             n.breaker.to_string(),
             n.last_check.as_deref().unwrap_or("never"),
@@ -266,8 +330,9 @@ fn table(r: &StatusReport) -> String {
     for (name, s) in &r.services {
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:<10} {:<25} {:>8}  {}",
+            "{:<16} {}{:<10} {:<10} {:<25} {:>8}  {}",
             format!("service/{name}"),
+            holder_col(r.leader.as_deref()),
             s.lifecycle.as_str(),
             s.breaker.to_string(),
             s.last_check.as_deref().unwrap_or("never"),

@@ -113,6 +113,7 @@ impl Control {
                         plan: v.node_plans.get(name).cloned(),
                         task: v.tasks.get(&t).cloned().unwrap_or_default(),
                         recent_actions: Vec::new(),
+                        holder: None,
                     };
                     (name.clone(), s)
                 })
@@ -150,8 +151,12 @@ impl Control {
                 active_alerts: BTreeMap::new(),
                 notifiers: Vec::new(),
                 delivery: Default::default(),
+                leases: None,
             }
         };
+        if self.sh.leases.store.shared() {
+            self.fill_leases(&mut snap).await;
+        }
         snap.active_alerts = sh.notifications.state().active;
         snap.notifiers = sh.notifications.notifiers();
         snap.delivery = sh.notifications.stats();
@@ -188,6 +193,47 @@ impl Control {
             }
         }
         snap
+    }
+
+    /// Who holds which node, from the lease table (several replicas on PostgreSQL).
+    async fn fill_leases(&self, snap: &mut StatusSnapshot) {
+        let store = self.sh.leases.store.clone();
+        let table = match tokio::task::spawn_blocking(move || store.lease_table()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::cli::chain(&e), "cannot read the lease table for the status");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the lease table for the status");
+                return;
+            }
+        };
+        let me = self.sh.leases.store.replica().to_string();
+        for (name, n) in &mut snap.nodes {
+            n.holder = table.holder(name).map(ToString::to_string);
+        }
+        snap.leases = Some(super::status::LeaseSnapshot {
+            held: snap
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.holder.as_deref() == Some(me.as_str()))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            replica: me,
+            leader: table
+                .leader
+                .as_ref()
+                .filter(|l| l.valid)
+                .and_then(|l| l.holder.as_ref())
+                .map(ToString::to_string),
+            live_replicas: table
+                .replicas
+                .iter()
+                .filter(|r| r.live)
+                .map(|r| r.replica.to_string())
+                .collect(),
+        });
     }
 
     /// Events after `since` (an event id), oldest first, at most `limit`.

@@ -85,6 +85,7 @@ impl Leases {
             (desired, busy)
         };
         let store = self.store.clone();
+        let names = desired.clone();
         let refreshed = tokio::task::spawn_blocking(move || store.refresh(&desired, &busy)).await;
         let set = match refreshed {
             Ok(Ok(set)) => set,
@@ -107,6 +108,7 @@ impl Leases {
         let leader = set.is_leader();
         {
             let held: BTreeSet<String> = set.nodes.keys().cloned().collect();
+            sh.metrics.leases(&names, &held, leader);
             let mut v = sh.view();
             v.leased = Some(held);
             v.leader = leader;

@@ -116,6 +116,9 @@ pub struct Metrics {
     ready: Gauge,
     notifications: Family<ResultLabel, Counter>,
     notifications_pending: Gauge,
+    leases_held: Gauge,
+    lease_leader: Gauge,
+    node_lease: Family<NodeLabel, Gauge>,
     /// Delivery statistics already added to `notifications` (they are read cumulatively from the
     /// notification service at scrape time and added as differences).
     seen_delivery: Mutex<DeliveryStats>,
@@ -152,6 +155,9 @@ impl Metrics {
             ready: Gauge::default(),
             notifications: Family::default(),
             notifications_pending: Gauge::default(),
+            leases_held: Gauge::default(),
+            lease_leader: Gauge::default(),
+            node_lease: Family::default(),
             seen_delivery: Mutex::new(DeliveryStats::default()),
             states: Mutex::new(Default::default()),
             registry: Registry::default(),
@@ -239,6 +245,21 @@ impl Metrics {
             "notifications_pending",
             "Notifications queued or in flight",
             m.notifications_pending.clone(),
+        );
+        r.register(
+            "leases_held",
+            "Node leases this replica holds (every node with the SQLite store)",
+            m.leases_held.clone(),
+        );
+        r.register(
+            "lease_leader",
+            "1 if this replica holds the leader lease (cluster-wide decisions), else 0",
+            m.lease_leader.clone(),
+        );
+        r.register(
+            "node_lease_held",
+            "1 for each desired node whose lease this replica holds, 0 for the others'",
+            m.node_lease.clone(),
         );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
@@ -330,6 +351,21 @@ impl Metrics {
         }
     }
 
+    /// The outcome of a lease round: the nodes held among `desired`, and the leader role.
+    pub fn leases<'a>(
+        &self,
+        desired: impl IntoIterator<Item = &'a String>,
+        held: &std::collections::BTreeSet<String>,
+        leader: bool,
+    ) {
+        self.leases_held.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        self.lease_leader.set(i64::from(leader));
+        for node in desired {
+            let l = NodeLabel { node: node.clone() };
+            self.node_lease.get_or_create(&l).set(i64::from(held.contains(node)));
+        }
+    }
+
     /// Removes every series of a node that is no longer desired.
     pub fn forget_node(&self, node: &str) {
         for l in LIFECYCLES {
@@ -344,6 +380,7 @@ impl Metrics {
         self.vram_used.remove(&l);
         self.vram_total.remove(&l);
         self.heartbeats.remove(&l);
+        self.node_lease.remove(&l);
         let mut states = self.states.lock().expect("metrics lock poisoned");
         states.remove(node);
         self.recount(&states);
@@ -457,5 +494,27 @@ mod tests {
         let text = m.encode(s);
         assert!(text.contains("homeostat_notifications_total{result=\"enqueued\"} 3"), "{text}");
         assert!(text.contains("homeostat_notifications_total{result=\"delivered\"} 3"), "{text}");
+    }
+
+    /// A lease round's outcome: the count held, the leader flag, and 1/0 per desired node;
+    /// a forgotten node's lease series goes.
+    #[test]
+    fn exports_the_leases_held() {
+        let m = Metrics::new();
+        let desired = ["m1".to_owned(), "m2".to_owned(), "m3".to_owned()];
+        let held = std::collections::BTreeSet::from(["m1".to_owned(), "m3".to_owned()]);
+        m.leases(&desired, &held, true);
+        let text = m.encode(DeliveryStats::default());
+        assert!(text.contains("homeostat_leases_held 2"), "{text}");
+        assert!(text.contains("homeostat_lease_leader 1"), "{text}");
+        assert!(text.contains("homeostat_node_lease_held{node=\"m1\"} 1"), "{text}");
+        assert!(text.contains("homeostat_node_lease_held{node=\"m2\"} 0"), "{text}");
+        m.leases(&desired[..2], &std::collections::BTreeSet::new(), false);
+        m.forget_node("m3");
+        let text = m.encode(DeliveryStats::default());
+        assert!(text.contains("homeostat_leases_held 0"), "{text}");
+        assert!(text.contains("homeostat_lease_leader 0"), "{text}");
+        assert!(text.contains("homeostat_node_lease_held{node=\"m1\"} 0"), "{text}");
+        assert!(!text.contains("node_lease_held{node=\"m3\"}"), "{text}");
     }
 }

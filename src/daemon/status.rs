@@ -156,6 +156,22 @@ pub struct NodeSnapshot {
     pub plan: Option<NodePlan>,
     pub task: TaskStatus,
     pub recent_actions: Vec<ActionRecord>,
+    /// The replica holding the node's lease, from the lease table (several replicas on
+    /// PostgreSQL only; None: nobody holds a valid lease, or there is one process).
+    pub holder: Option<String>,
+}
+
+/// Which replica this daemon is and what it holds (several replicas on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaseSnapshot {
+    /// This replica's id.
+    pub replica: String,
+    /// The replica holding the leader lease (cluster-wide decisions), if any.
+    pub leader: Option<String>,
+    /// The nodes whose lease this replica holds.
+    pub held: Vec<String>,
+    /// Every replica with a live heartbeat.
+    pub live_replicas: Vec<String>,
 }
 
 /// One service as the daemon sees it now.
@@ -189,4 +205,6 @@ pub struct StatusSnapshot {
     pub active_alerts: BTreeMap<String, ActiveAlert>,
     pub notifiers: Vec<String>,
     pub delivery: DeliveryStats,
+    /// Replicas and leases (PostgreSQL store only).
+    pub leases: Option<LeaseSnapshot>,
 }

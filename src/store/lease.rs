@@ -344,6 +344,11 @@ pub trait LeaseStore: Send + Sync {
 
     /// Who holds what.
     fn lease_table(&self) -> Result<LeaseTable, StoreError>;
+
+    /// Whether other replicas may hold leases (PostgreSQL): status shows holders only then.
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// How many nodes a replica claims and gives back in one round. Pure: the inputs are counted in
@@ -411,6 +416,10 @@ impl SoleHolder {
 impl LeaseStore for SoleHolder {
     fn replica(&self) -> &ReplicaId {
         &self.replica
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 
     fn options(&self) -> LeaseOptions {
