@@ -11,6 +11,8 @@
 
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "notify_support/mod.rs"]
+mod notify_support;
 #[path = "support/pg.rs"]
 mod pg;
 
@@ -344,4 +346,101 @@ async fn a_paused_replica_does_not_act_on_nodes_it_lost() {
         assert_eq!(l[n], 2, "{n} healed once per crash, by one replica: {l:?}");
     }
     assert!(!rs[0].log_text().contains("action.started"), "{}", rs[0].log_text());
+}
+
+/// The replica holding the leader lease, as a pid.
+fn leader_pid(watcher: &PostgresStore) -> Option<u32> {
+    let table = watcher.lease_table().unwrap();
+    let l = table.leader.filter(|l| l.valid)?;
+    pid_of(l.holder?.as_str())
+}
+
+/// Firing notices per alert key the webhook received.
+fn firing(receiver: &notify_support::Receiver) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in receiver.seen() {
+        let b = r.json();
+        if b["state"] == "firing" {
+            *out.entry(b["key"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Cluster-wide decisions are the leader's: only the leader replica writes `routes.json`, and
+/// it routes by every node's state, including the nodes other replicas hold (through the store).
+/// One escalation per alert across the three replicas: a node the leader does not hold has all
+/// its heals fail and goes offline (`node/X/offline`, sent by its holder), which leaves its
+/// routing category without a local node (`route/cX/all-local-down`, a cluster alert sent by the
+/// leader); the webhook gets each exactly once, over many more passes and lease rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_escalation_per_alert_and_one_routing_table_across_replicas() {
+    let Some(db) = pg::TestDb::create() else { return };
+    let receiver = notify_support::Receiver::start(notify_support::Behaviour::Accept).await;
+    let h = Harness::start(&sim_yaml(), |_| String::new()).await;
+    let url_file = h.state_dir().with_file_name("webhook.url");
+    std::fs::write(&url_file, receiver.url("/hook")).unwrap();
+    let nodes = manifests(&h.sim).replace("coolDown: 1s", "coolDown: 1h");
+    // One routing category per node: cN served by mN alone.
+    let categories: String =
+        (0..NODES).map(|i| format!("    c{i}: [{{ node: m{i}, weight: 1 }}]\n")).collect();
+    h.write_manifests(&format!(
+        "{nodes}---\napiVersion: homeostat.dev/v1\nkind: Notifier\nmetadata: {{ name: ops }}\n\
+         spec:\n  type: webhook\n  urlFrom: {{ file: {} }}\n---\napiVersion: homeostat.dev/v1\n\
+         kind: Routing\nmetadata: {{ name: routes }}\nspec:\n  categories:\n{categories}",
+        url_file.display()
+    ));
+    let watcher = db.open("test-watcher", TTL);
+    let rs: Vec<Replica> = (0..3).map(|i| Replica::start(&h, &db, i)).collect();
+    wait_until(Duration::from_secs(30), "the leases to settle 2/2/2 with a leader", || {
+        let o = owners(&watcher);
+        let mut per: BTreeMap<u32, usize> = BTreeMap::new();
+        for p in o.values() {
+            *per.entry(*p).or_default() += 1;
+        }
+        o.len() == NODES && per.values().all(|&c| c == 2) && leader_pid(&watcher).is_some()
+    })
+    .await;
+    let leader = leader_pid(&watcher).unwrap();
+    let (node, holder) = owners(&watcher).into_iter().find(|(_, p)| *p != leader).unwrap();
+    let category = format!("c{}", &node[1..]);
+    eprintln!("leader {leader}; {node} held by {holder}");
+    let routes = |r: &Replica| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(r.dir.join("routes.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let the_leader = rs.iter().find(|r| r.pid() == leader).unwrap();
+    wait_until(Duration::from_secs(10), "the leader's routes.json", || {
+        routes(the_leader)
+            .is_some_and(|d| d["categories"][&category]["targets"][0]["name"] == node.as_str())
+    })
+    .await;
+
+    let sim = h.node(&node);
+    sim.inject(fault(json!({ "kind": "load-fails" })));
+    sim.inject(fault(json!({ "kind": "model-crash" })));
+    let keys = [format!("node/{node}/offline"), format!("route/{category}/all-local-down")];
+    wait_until(Duration::from_secs(30), "both escalations", || {
+        let f = firing(&receiver);
+        keys.iter().all(|k| f.contains_key(k))
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the leader to route the category away", || {
+        routes(the_leader).is_some_and(|d| d["categories"][&category]["fallback"] == true)
+    })
+    .await;
+    // Many more passes (200 ms) and lease rounds (500 ms) of every replica.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let f = firing(&receiver);
+    for k in &keys {
+        assert_eq!(f.get(k), Some(&1), "one escalation of {k} across the replicas: {f:?}");
+    }
+    assert_eq!(f.len(), 2, "nothing else escalated: {f:?}");
+    assert_eq!(leader_pid(&watcher), Some(leader), "the leader stayed");
+    for r in &rs {
+        if r.pid() != leader {
+            assert!(routes(r).is_none(), "replica {} is not the leader: no routes.json", r.pid());
+        }
+        assert!(!r.log_text().contains("panicked"), "{}", r.log_text());
+    }
 }

@@ -106,16 +106,69 @@ impl Leases {
         }
         let gained = set.gained.clone();
         let leader = set.is_leader();
-        {
-            let held: BTreeSet<String> = set.nodes.keys().cloned().collect();
-            sh.metrics.leases(&names, &held, leader);
+        let held: BTreeSet<String> = set.nodes.keys().cloned().collect();
+        sh.metrics.leases(&names, &held, leader);
+        let was_leader = {
             let mut v = sh.view();
-            v.leased = Some(held);
-            v.leader = leader;
-        }
+            v.leased = Some(held.clone());
+            std::mem::replace(&mut v.leader, leader)
+        };
         *self.current() = Some(set);
         for node in gained {
             self.take_over(sh, &node).await;
+        }
+        if !self.store.shared() {
+            return;
+        }
+        if leader {
+            self.lead(sh, &held, !was_leader).await;
+        } else if was_leader {
+            // Another replica's routing table is the cluster's now: ours would go stale.
+            let path = sh.paths.state_dir.join(super::pass::ROUTES_FILE);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the routes file");
+            }
+        }
+    }
+
+    /// The leader's round (several replicas): the remembered state of the nodes other replicas
+    /// hold comes from the store (their holders wrote it), so the cluster-wide decisions — the
+    /// routing table (`routes.json`) and the cluster alerts — see every node. Their
+    /// observations here would be stale: dropped, eligibility then follows the remembered
+    /// lifecycle and cordons.
+    async fn lead(&self, sh: &Shared, held: &BTreeSet<String>, new_leader: bool) {
+        let loaded = crate::store::blocking(sh.store.clone(), |s| s.load_memory()).await;
+        let memory = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %crate::cli::chain(&e),
+                    "cannot read the other replicas' node states; the routing table may lag");
+                return;
+            }
+        };
+        let now = sh.clock.now();
+        let alerts = {
+            let mut v = sh.view();
+            for (name, m) in memory.nodes {
+                if held.contains(&name) || !v.desired.nodes.contains_key(&name) {
+                    continue;
+                }
+                v.observed.nodes.remove(&name);
+                v.node_plans.remove(&name);
+                v.memory.nodes.insert(name, m);
+            }
+            let alerts = v.replan_cluster(now, &sh.persist);
+            if new_leader && v.ready {
+                let doc = super::pass::routes_document(v.routes.at, &v.routes.table);
+                sh.persist.routes.send_replace(Some(doc));
+            }
+            alerts
+        };
+        if let Some(alerts) = alerts {
+            let corr = super::pass::correlation_id(now);
+            super::worker::notify_cluster(sh, &alerts, &corr).await;
         }
     }
 

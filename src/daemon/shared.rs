@@ -154,7 +154,8 @@ impl View {
             return;
         }
         self.routes = Routes { at, table };
-        if self.ready {
+        // Several replicas: routes.json is the leader's (its view has every node's state).
+        if self.ready && self.leader {
             let doc = crate::daemon::pass::routes_document(at, &self.routes.table);
             persist.routes.send_replace(Some(doc));
         }
@@ -170,8 +171,10 @@ impl View {
         if self.phase == Phase::Starting {
             self.phase = Phase::Running;
         }
-        let doc = crate::daemon::pass::routes_document(self.routes.at, &self.routes.table);
-        persist.routes.send_replace(Some(doc));
+        if self.leader {
+            let doc = crate::daemon::pass::routes_document(self.routes.at, &self.routes.table);
+            persist.routes.send_replace(Some(doc));
+        }
         true
     }
 
