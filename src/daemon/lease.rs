@@ -18,17 +18,20 @@ use serde_json::json;
 
 use super::shared::{Shared, Target, durable};
 use super::status::Activation;
+use crate::health::Lifecycle;
 use crate::store::{Fence, LeaseSet, LeaseStore, NewEvent, kinds};
 
 /// The lease store and the outcome of its latest successful round.
 pub struct Leases {
     pub store: Arc<dyn LeaseStore>,
     current: Mutex<Option<LeaseSet>>,
+    /// When this replica last became the leader.
+    leader_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Leases {
     pub fn new(store: Arc<dyn LeaseStore>) -> Self {
-        Leases { store, current: Mutex::new(None) }
+        Leases { store, current: Mutex::new(None), leader_since: Mutex::new(None) }
     }
 
     fn current(&self) -> std::sync::MutexGuard<'_, Option<LeaseSet>> {
@@ -111,8 +114,15 @@ impl Leases {
         let was_leader = {
             let mut v = sh.view();
             v.leased = Some(held.clone());
+            if self.store.shared() && !leader {
+                v.cluster_known = false;
+            }
             std::mem::replace(&mut v.leader, leader)
         };
+        if leader && !was_leader {
+            *self.leader_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now());
+        }
         *self.current() = Some(set);
         for node in gained {
             self.take_over(sh, &node).await;
@@ -149,6 +159,14 @@ impl Leases {
             }
         };
         let now = sh.clock.now();
+        // Until every node's holder has saved a first observation, its state is unknown here:
+        // wait for that, or for one lease TTL as the leader (a node whose holder never gets an
+        // answer from it stays unknown).
+        let patient = self
+            .leader_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|t| t.elapsed() < self.store.options().ttl);
         let alerts = {
             let mut v = sh.view();
             for (name, m) in memory.nodes {
@@ -159,8 +177,19 @@ impl Leases {
                 v.node_plans.remove(&name);
                 v.memory.nodes.insert(name, m);
             }
+            let known = v.desired.nodes.keys().all(|n| {
+                held.contains(n)
+                    || v.memory
+                        .nodes
+                        .get(n)
+                        .is_some_and(|m| m.health.lifecycle != Lifecycle::Unknown)
+            });
+            let first = !v.cluster_known && (known || !patient);
+            if first {
+                v.cluster_known = true;
+            }
             let alerts = v.replan_cluster(now, &sh.persist);
-            if new_leader && v.ready {
+            if (new_leader || first) && v.ready && v.cluster_known {
                 let doc = super::pass::routes_document(v.routes.at, &v.routes.table);
                 sh.persist.routes.send_replace(Some(doc));
             }

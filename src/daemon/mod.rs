@@ -304,6 +304,7 @@ pub async fn run(
         ready: false,
         leased: None,
         leader: false,
+        cluster_known: !shared_store,
     };
     let shutdown_token = CancellationToken::new();
     let sh = Arc::new(Shared::new(

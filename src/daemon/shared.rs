@@ -143,6 +143,11 @@ pub struct View {
     pub leased: Option<BTreeSet<String>>,
     /// This replica holds the leader lease (services and cluster-wide decisions are its own).
     pub leader: bool,
+    /// The view knows every node's state (always with one process). Several replicas: the
+    /// leader has read the state of the nodes other replicas hold (`lease::Leases::lead`).
+    /// Until then the routing table and cluster alerts would say those nodes are unknown, so
+    /// neither goes out.
+    pub cluster_known: bool,
 }
 
 impl View {
@@ -155,7 +160,7 @@ impl View {
         }
         self.routes = Routes { at, table };
         // Several replicas: routes.json is the leader's (its view has every node's state).
-        if self.ready && self.leader {
+        if self.ready && self.leader && self.cluster_known {
             let doc = crate::daemon::pass::routes_document(at, &self.routes.table);
             persist.routes.send_replace(Some(doc));
         }
@@ -171,7 +176,7 @@ impl View {
         if self.phase == Phase::Starting {
             self.phase = Phase::Running;
         }
-        if self.leader {
+        if self.leader && self.cluster_known {
             let doc = crate::daemon::pass::routes_document(self.routes.at, &self.routes.table);
             persist.routes.send_replace(Some(doc));
         }
@@ -240,7 +245,7 @@ impl View {
         self.publish_routes(out.plan.routing, now, persist);
         self.cluster_alerts = out.plan.alerts.clone();
         self.mass_failure = out.plan.mass_failure;
-        self.ready.then_some(out.plan.alerts)
+        (self.ready && self.cluster_known).then_some(out.plan.alerts)
     }
 
     /// Forgets a node that is no longer desired.

@@ -564,7 +564,7 @@ async fn node_pass_inner(
         let cluster = save_cluster.then(|| v.memory.cluster.clone());
         // Before every node was observed, cluster alerts (a category with no node left) would
         // only say that the others have not been seen yet.
-        let cluster_alerts = v.ready.then_some(out.plan.alerts);
+        let cluster_alerts = (v.ready && v.cluster_known).then_some(out.plan.alerts);
         (v.desired.clone(), before, after, np, cluster_alerts, save_node, cluster)
     };
     sh.metrics.node_state(name, after.health.lifecycle, after.health.breaker.view(now));
@@ -735,7 +735,7 @@ async fn service_pass_inner(
             v.service_plans.insert(name.to_owned(), sp.clone());
         }
         let save = v.service_needs_save(name, &after);
-        let cluster_alerts = v.ready.then_some(out.plan.alerts);
+        let cluster_alerts = (v.ready && v.cluster_known).then_some(out.plan.alerts);
         (v.desired.clone(), sp, cluster_alerts, before, after, save)
     };
     if before.health.lifecycle != after.health.lifecycle {
