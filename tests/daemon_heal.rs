@@ -1,5 +1,9 @@
 //! The daemon heals against the simulator: per-node tasks (a hanging node does not delay a
 //! heal elsewhere), heartbeats (a silent push-style worker is dead and restarted).
+//!
+//! Each scenario runs twice: with the SQLite store in the state directory, and with the
+//! PostgreSQL store (`DaemonOptions::postgres`, one replica holding every node's lease; needs
+//! `scripts/postgres.sh`'s server, see `tests/support/pg.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
@@ -9,12 +13,48 @@ mod harness;
 #[path = "support/daemon_util.rs"]
 mod daemon_util;
 
+#[path = "support/pg.rs"]
+mod pg;
+
 use std::time::Duration;
 
 use daemon_util::{Daemon, free_port, token_file};
 use harness::{FAST_CLUSTER, Harness, mutations};
 use homeostat::sim::Fault;
 use serde_json::json;
+
+/// Which state store the daemon uses.
+enum Store {
+    Sqlite,
+    Postgres(pg::TestDb),
+}
+
+impl Store {
+    /// The PostgreSQL store, or None when the test must skip (see `tests/support/pg.rs`).
+    fn postgres() -> Option<Store> {
+        pg::TestDb::create().map(Store::Postgres)
+    }
+
+    /// [`daemon_util::fast_options`] with this store.
+    fn options(&self, h: &Harness) -> homeostat::daemon::DaemonOptions {
+        let mut o = daemon_util::fast_options();
+        if let Store::Postgres(db) = self {
+            let dir = h.state_dir().parent().unwrap().to_path_buf();
+            o.postgres = Some(db.daemon_store(&dir, Duration::from_secs(5)));
+        }
+        o
+    }
+
+    /// With PostgreSQL: the events of `kind` the database holds (the daemon wrote there, not
+    /// to SQLite).
+    fn assert_recorded(&self, kind: &str) {
+        if let Store::Postgres(db) = self {
+            let sql = format!("SELECT count(*)::text FROM events WHERE kind = '{kind}'");
+            let n: usize = db.query_texts(&sql)[0].parse().unwrap();
+            assert!(n >= 1, "no {kind} event in PostgreSQL");
+        }
+    }
+}
 
 fn fault(v: serde_json::Value) -> Fault {
     serde_json::from_value(v).unwrap()
@@ -66,6 +106,17 @@ spec:
 /// shared pass would have waited at least 4 s for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_healed_in_bounded_time_while_another_node_hangs() {
+    crash_healed_while_another_node_hangs(Store::Sqlite).await;
+}
+
+/// The same with the PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_is_healed_in_bounded_time_while_another_node_hangs_postgres() {
+    let Some(store) = Store::postgres() else { return };
+    crash_healed_while_another_node_hangs(store).await;
+}
+
+async fn crash_healed_while_another_node_hangs(store: Store) {
     let h = Harness::start(CRASH_SIM, |sim| {
         format!(
             "{}{}{}",
@@ -76,7 +127,8 @@ async fn a_crash_is_healed_in_bounded_time_while_another_node_hangs() {
     })
     .await;
     h.node("m2").inject(fault(json!({"kind": "hang"})));
-    let d = Daemon::start(&h.manifests(), &h.state_dir()).await;
+    let d =
+        Daemon::start_with(&h.manifests(), &h.state_dir(), store.options(&h), "127.0.0.1:0").await;
     d.wait_status(Duration::from_secs(10), |s| s["nodes"]["m1"]["lifecycle"] == "healthy").await;
 
     let t0 = h.node("m1").state().now.as_millis();
@@ -111,6 +163,7 @@ async fn a_crash_is_healed_in_bounded_time_while_another_node_hangs() {
     assert!(!hanging.is_empty(), "m2 was being probed (hanging) during the heal");
     assert_ne!(s["nodes"]["m2"]["lifecycle"], "healthy", "{s}");
     d.stop().await.unwrap();
+    store.assert_recorded("heal.succeeded");
 }
 
 /// A push-style worker whose heartbeats stop is declared dead after its heartbeat timeout and
@@ -118,6 +171,17 @@ async fn a_crash_is_healed_in_bounded_time_while_another_node_hangs() {
 /// recorded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_worker_is_declared_dead_and_restarted() {
+    silent_worker_restarted(Store::Sqlite).await;
+}
+
+/// The same with the PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_is_declared_dead_and_restarted_postgres() {
+    let Some(store) = Store::postgres() else { return };
+    silent_worker_restarted(store).await;
+}
+
+async fn silent_worker_restarted(store: Store) {
     let port = free_port();
     let sim = format!(
         "
@@ -149,7 +213,7 @@ nodes:
     let d = Daemon::start_with(
         &h.manifests(),
         &h.state_dir(),
-        daemon_util::fast_options(),
+        store.options(&h),
         &format!("127.0.0.1:{port}"),
     )
     .await;
@@ -189,4 +253,5 @@ nodes:
     );
     assert_eq!(w1.state().restarts, 1, "restarted once");
     d.stop().await.unwrap();
+    store.assert_recorded("heal.started");
 }

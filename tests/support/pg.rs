@@ -127,6 +127,26 @@ impl TestDb {
         PostgresStore::open(&self.url(), self.options(id, ttl)).unwrap()
     }
 
+    /// The PostgreSQL store for an in-process daemon (`DaemonOptions::postgres`): the URL by
+    /// reference, from a 0600 file `pg.url` in `dir`; leases of `ttl`.
+    pub fn daemon_store(&self, dir: &std::path::Path, ttl: Duration) -> homeostat::daemon::PgStore {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = dir.join("pg.url");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, self.url.as_bytes()).unwrap();
+        homeostat::daemon::PgStore {
+            url: homeostat::daemon::PgUrl::Ref(homeostat::desired::SecretRef::File(file)),
+            leases: LeaseOptions { ttl, ..LeaseOptions::default() },
+            replica: None,
+        }
+    }
+
     /// Runs one SQL batch as the superuser in this database (to inspect or break things).
     pub fn sql(&self, sql: &str) {
         run_sql(&self.url, sql, false).unwrap();
