@@ -438,7 +438,8 @@ fn firing(receiver: &notify_support::Receiver) -> BTreeMap<String, usize> {
 /// One escalation per alert across the three replicas: a node the leader does not hold has all
 /// its heals fail and goes offline (`node/X/offline`, sent by its holder), which leaves its
 /// routing category without a local node (`route/cX/all-local-down`, a cluster alert sent by the
-/// leader); the webhook gets each exactly once, over many more passes and lease rounds.
+/// leader); the webhook gets each exactly once, over many more passes and lease rounds, and
+/// after the node's holder is killed and another replica takes the node over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_escalation_per_alert_and_one_routing_table_across_replicas() {
     let _serial = SERIAL.lock().await;
@@ -458,7 +459,7 @@ async fn one_escalation_per_alert_and_one_routing_table_across_replicas() {
         url_file.display()
     ));
     let watcher = db.open("test-watcher", TTL);
-    let rs: Vec<Replica> = (0..3).map(|i| Replica::start(&h, &db, i)).collect();
+    let mut rs: Vec<Replica> = (0..3).map(|i| Replica::start(&h, &db, i)).collect();
     wait_until(Duration::from_secs(30), "the leases to settle evenly, with a leader", || {
         let o = owners(&watcher);
         let mut per: BTreeMap<u32, usize> = BTreeMap::new();
@@ -504,6 +505,21 @@ async fn one_escalation_per_alert_and_one_routing_table_across_replicas() {
     }
     assert_eq!(f.len(), 2, "nothing else escalated: {f:?}");
     assert_eq!(leader_pid(&watcher), Some(leader), "the leader stayed");
+
+    // The node's holder dies: the replica taking the node over learns from the shared event
+    // log that its alert was sent, and does not send it again.
+    let victim = rs.iter().position(|r| r.pid() == holder).unwrap();
+    let mut dead = rs.remove(victim);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    wait_until(TTL * 4, "the node to be taken over", || {
+        owners(&watcher).get(&node).is_some_and(|p| *p != holder)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await; // ten passes of the new holder
+    let f = firing(&receiver);
+    assert_eq!(f.get(&keys[0]), Some(&1), "not escalated again after the takeover: {f:?}");
+    assert_eq!(f.len(), 2, "nothing else escalated: {f:?}");
     for r in &rs {
         if r.pid() != leader {
             assert!(routes(r).is_none(), "replica {} is not the leader: no routes.json", r.pid());

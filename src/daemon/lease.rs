@@ -208,6 +208,7 @@ impl Leases {
         let now = sh.clock.now();
         let corr = super::pass::correlation_id(now);
         let name = node.to_owned();
+        let shared = self.store.shared();
         let loaded = crate::store::blocking(sh.store.clone(), move |s| {
             for a in s.close_interrupted_actions_fenced(&fence, now)? {
                 let detail = json!({ "action": a.action, "started": a.started,
@@ -216,11 +217,15 @@ impl Leases {
                     NewEvent::new(now, Some(&a.node), kinds::ACTION_INTERRUPTED, detail, &corr);
                 let _ = s.append_event_fenced(&fence, ev);
             }
-            s.load_node(&name)
+            let alerts =
+                if shared { open_alerts(&s.recent_events(Some(&name), 200)?) } else { Vec::new() };
+            Ok((s.load_node(&name)?, alerts))
         })
         .await;
         match loaded {
-            Ok(memory) => {
+            Ok((memory, alerts)) => {
+                // The previous holder already notified these: not announced again.
+                sh.notifications.adopt(&Target::Node(node.to_owned()).scope(), &alerts);
                 let mut v = sh.view();
                 match memory {
                     Some(mut m) => {
@@ -247,6 +252,30 @@ impl Leases {
             w.wake(Activation::Manual);
         }
     }
+}
+
+/// The alerts a node's events (oldest first) leave open: an `alert` event not followed by an
+/// `alert.resolved` of the same key, with when it opened.
+fn open_alerts(
+    events: &[crate::store::Event],
+) -> Vec<(crate::plan::Alert, crate::time::Timestamp)> {
+    let mut open = std::collections::BTreeMap::new();
+    for e in events {
+        match e.kind.as_str() {
+            kinds::ALERT => {
+                if let Ok(a) = serde_json::from_value::<crate::plan::Alert>(e.detail.clone()) {
+                    open.insert(a.key.clone(), (a, e.at));
+                }
+            }
+            "alert.resolved" => {
+                if let Some(key) = e.detail.get("key").and_then(|k| k.as_str()) {
+                    open.remove(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    open.into_values().collect()
 }
 
 /// The lease task: a round every `renew_every` until shutdown.

@@ -850,9 +850,11 @@ pub async fn notify(
         v.cluster_needs_save().then(|| v.memory.cluster.clone())
     };
     sh.persist.notify.send_replace(Some(state));
-    if let Some(c) = cluster {
+    // Several replicas: the cluster's state is the leader's to write.
+    if let (Some(c), Some(leader)) = (cluster, sh.leases.leader()) {
         let store = sh.store.clone();
-        if let Err(e) = crate::store::blocking(store, move |s| s.save_cluster(&c)).await {
+        let saved = crate::store::blocking(store, move |s| s.save_cluster_fenced(&leader, &c));
+        if let Err(e) = saved.await {
             tracing::error!(error = %crate::cli::chain(&e), "cannot save the cluster's state");
         }
     }

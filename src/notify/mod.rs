@@ -167,6 +167,28 @@ impl Notifications {
         d
     }
 
+    /// Takes over conditions another reconciler replica reported and notified (several
+    /// replicas on PostgreSQL: a node's new lease holder, from the shared event log): they are
+    /// active under `scope` as already sent to every notifier that wants them, so they are not
+    /// announced again; their recovery is. Conditions already active here are left as they are.
+    pub fn adopt(&self, scope: &str, alerts: &[(Alert, Timestamp)]) {
+        let mut core = self.lock();
+        let Core { state, policies, .. } = &mut *core;
+        for (alert, since) in alerts {
+            let sent = policies
+                .iter()
+                .filter(|p| p.severities.contains(&alert.severity))
+                .map(|p| (p.name.clone(), *since))
+                .collect();
+            state.active.entry(alert.key.clone()).or_insert(ActiveAlert {
+                scope: scope.to_owned(),
+                alert: alert.clone(),
+                since: *since,
+                sent,
+            });
+        }
+    }
+
     /// A copy of the remembered state, to persist.
     pub fn state(&self) -> NotifyState {
         self.lock().state.clone()
