@@ -365,14 +365,17 @@ pub struct Balance {
 ///
 /// - `share` = ceil(`total` / `live`).
 /// - Below its share, a replica claims free nodes up to its share.
-/// - At or above it, it claims free nodes that the other live replicas' shortfall (`deficit`)
-///   would not absorb, up to `share + slack`: nodes nobody else will take this round (e.g. a
-///   dead replica's, while its heartbeat has not yet expired) do not stay orphaned.
+/// - `deficit` is the other live replicas' shortfall below floor(`total` / `live`).
+/// - At or above its share, a replica claims free nodes that the others' shortfall would not
+///   absorb, up to `share + slack`: nodes nobody else will take this round (e.g. a dead
+///   replica's, while its heartbeat has not yet expired) do not stay orphaned.
 /// - It gives back whatever it holds above `share + slack` (replicas joined, nodes removed), and
-///   above `share`, what the others' shortfall needs beyond the free nodes.
+///   above floor(`total` / `live`), what the others' shortfall needs beyond the free nodes (so
+///   with an uneven total, holdings end up differing by at most one).
 ///
-/// A replica never claims and gives back in the same round, and it gives back nodes above its
-/// share only for a shortfall or beyond the slack, so holdings settle instead of oscillating.
+/// A replica never claims and gives back in the same round, and it gives back nodes above the
+/// rounded-down share only for a shortfall or beyond the slack, so holdings settle instead of
+/// oscillating.
 pub fn balance(total: u32, live: u32, held: u32, free: u32, deficit: u32, slack: u32) -> Balance {
     let share = total.div_ceil(live.max(1));
     let cap = share.saturating_add(slack);
@@ -383,7 +386,10 @@ pub fn balance(total: u32, live: u32, held: u32, free: u32, deficit: u32, slack:
     } else {
         0
     };
-    let needed = if deficit > free { held.saturating_sub(share).min(deficit - free) } else { 0 };
+    // With an uneven total a replica at its (rounded-up) share still gives one back to a replica
+    // below the rounded-down one, so holdings differ by at most one.
+    let floor = total / live.max(1);
+    let needed = if deficit > free { held.saturating_sub(floor).min(deficit - free) } else { 0 };
     let give_back = held.saturating_sub(cap).max(needed);
     Balance { share, claim, give_back }
 }
@@ -492,12 +498,12 @@ mod tests {
             for i in 0..held.len() {
                 let live = held.len() as u32;
                 let free = total - held.iter().sum::<u32>();
-                let share = total.div_ceil(live);
+                let floor = total / live;
                 let deficit = held
                     .iter()
                     .enumerate()
                     .filter(|&(j, _)| j != i)
-                    .map(|(_, &h)| share.saturating_sub(h))
+                    .map(|(_, &h)| floor.saturating_sub(h))
                     .sum();
                 let b = balance(total, live, held[i], free, deficit, slack);
                 if b.claim > 0 || b.give_back > 0 {
