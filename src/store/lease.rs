@@ -364,7 +364,8 @@ pub struct Balance {
 ///   would not absorb, up to `share + slack`: nodes nobody else will take this round (e.g. a
 ///   dead replica's, while its heartbeat has not yet expired) do not stay orphaned.
 /// - It gives back whatever it holds above `share + slack` (replicas joined, nodes removed), and
-///   above `share`, what the others' shortfall needs beyond the free nodes.
+///   above the floor share (`total / live`), what the others' shortfall below that floor
+///   (`deficit`) needs beyond the free nodes.
 ///
 /// A replica never claims and gives back in the same round, and it gives back nodes above its
 /// share only for a shortfall or beyond the slack, so holdings settle instead of oscillating.
@@ -378,7 +379,10 @@ pub fn balance(total: u32, live: u32, held: u32, free: u32, deficit: u32, slack:
     } else {
         0
     };
-    let needed = if deficit > free { held.saturating_sub(share).min(deficit - free) } else { 0 };
+    // The shortfall is counted below the floor share (`total / live`): with an uneven total
+    // some replicas hold `share` and some `share - 1`, and neither owes the other a node.
+    let floor = total / live.max(1);
+    let needed = if deficit > free { held.saturating_sub(floor).min(deficit - free) } else { 0 };
     let give_back = held.saturating_sub(cap).max(needed);
     Balance { share, claim, give_back }
 }
@@ -483,12 +487,12 @@ mod tests {
             for i in 0..held.len() {
                 let live = held.len() as u32;
                 let free = total - held.iter().sum::<u32>();
-                let share = total.div_ceil(live);
+                let floor = total / live;
                 let deficit = held
                     .iter()
                     .enumerate()
                     .filter(|&(j, _)| j != i)
-                    .map(|(_, &h)| share.saturating_sub(h))
+                    .map(|(_, &h)| floor.saturating_sub(h))
                     .sum();
                 let b = balance(total, live, held[i], free, deficit, slack);
                 if b.claim > 0 || b.give_back > 0 {

@@ -229,9 +229,10 @@ impl LeaseStore for PostgresStore {
             let total = count(names.len());
             let free = total.saturating_sub(valid_total);
             let held = count(renewed.len());
-            let share = total.div_ceil(live.max(1));
+            // The other live replicas' shortfall below the floor share (see `balance`).
+            let floor = total / live.max(1);
             let deficit: u32 =
-                held_by.iter().filter(|(l, _)| *l).map(|(_, n)| share.saturating_sub(*n)).sum();
+                held_by.iter().filter(|(l, _)| *l).map(|(_, n)| floor.saturating_sub(*n)).sum();
             let plan = balance(total, live, held, free, deficit, slack);
 
             if plan.give_back > 0 {
