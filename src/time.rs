@@ -151,3 +151,98 @@ impl Clock for ManualClock {
         Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
+
+/// Where the previous run of `reconcile --once` (or `diff`) left the clock: its `now`, and the
+/// boot it ran in with the time since boot then. Kept in the state directory (`clock.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockAnchor {
+    pub boot_id: String,
+    pub uptime_ms: u64,
+    pub at: Timestamp,
+}
+
+/// The file in the state directory holding the `ClockAnchor`.
+pub const CLOCK_FILE: &str = "clock.json";
+
+/// `now` for a run that must agree with the previous runs' remembered times, whatever the wall
+/// clock did in between: in the same boot, the previous `now` plus the time since boot elapsed
+/// since then (`CLOCK_BOOTTIME`: counts suspend, ignores wall-clock jumps); after a reboot (or
+/// without a boot clock) the wall clock, but never earlier than the previous `now`. So a wall
+/// clock set forward between two cron runs does not skip a breaker's cool-down, and one set back
+/// does not stall heals. Pure; `SteadyClock::start` feeds it.
+pub fn steady_now(
+    prev: Option<&ClockAnchor>,
+    wall: Timestamp,
+    boot: Option<(&str, u64)>,
+) -> Timestamp {
+    match (prev, boot) {
+        (Some(p), Some((id, up))) if p.boot_id == id && up >= p.uptime_ms => {
+            Timestamp(p.at.0.saturating_add(up - p.uptime_ms))
+        }
+        (Some(p), _) => wall.max(p.at),
+        (None, _) => wall,
+    }
+}
+
+/// A `MonotonicClock` anchored with `steady_now` instead of the wall clock, for `--once` and
+/// `diff` (see `steady_now`).
+#[derive(Debug, Clone, Copy)]
+pub struct SteadyClock(MonotonicClock);
+
+impl SteadyClock {
+    /// Reads the previous anchor from `state_dir`, anchors now, and writes the new anchor
+    /// (best effort: a state directory that cannot be written only loses the protection).
+    pub fn start(state_dir: &std::path::Path) -> Self {
+        let (clock, anchor) = Self::anchored(state_dir);
+        if let Some(anchor) = anchor
+            && let Ok(json) = serde_json::to_vec(&anchor)
+            && let Err(e) =
+                crate::store::state_dir::write_private_atomic(&state_dir.join(CLOCK_FILE), &json)
+        {
+            tracing::debug!(error = %e, "cannot write {CLOCK_FILE}");
+        }
+        clock
+    }
+
+    /// Like `start`, but writes nothing (`reconcile diff` changes nothing).
+    pub fn read_only(state_dir: &std::path::Path) -> Self {
+        Self::anchored(state_dir).0
+    }
+
+    fn anchored(state_dir: &std::path::Path) -> (Self, Option<ClockAnchor>) {
+        let wall = MonotonicClock::start();
+        let prev: Option<ClockAnchor> = std::fs::read(state_dir.join(CLOCK_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let boot = boot_clock();
+        let now = steady_now(
+            prev.as_ref(),
+            wall.anchor_wall,
+            boot.as_ref().map(|(id, up)| (id.as_str(), *up)),
+        );
+        let anchor = boot.map(|(boot_id, uptime_ms)| ClockAnchor { boot_id, uptime_ms, at: now });
+        (SteadyClock(MonotonicClock { anchor_wall: now, anchor: wall.anchor }), anchor)
+    }
+}
+
+impl Clock for SteadyClock {
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+}
+
+/// This boot's id and the milliseconds since boot (`CLOCK_BOOTTIME`, which counts suspend);
+/// Linux only, `None` elsewhere.
+#[cfg(target_os = "linux")]
+fn boot_clock() -> Option<(String, u64)> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let ms = u64::try_from(t.tv_sec).ok()?.checked_mul(1000)?
+        + u64::try_from(t.tv_nsec).ok()? / 1_000_000;
+    Some((id.trim().to_owned(), ms))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn boot_clock() -> Option<(String, u64)> {
+    None
+}

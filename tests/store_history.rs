@@ -4,42 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use homeostat::bench::history::{Champion, RunKind, RunRecord};
-use homeostat::bench::schedule::BenchDue;
-use homeostat::bench::score::{RunSummary, Score, Tally};
+use homeostat::bench::history::RunKind;
 use homeostat::plan::memory::NodeMemory;
 use homeostat::store::{self, RunLock, SqliteStore, StateStore, StoreError};
-use homeostat::time::Timestamp;
 
-const T0: Timestamp = Timestamp(1_795_478_400_000);
+#[path = "support/store_contract.rs"]
+mod contract;
 
-fn at(secs: u64) -> Timestamp {
-    T0 + Duration::from_secs(secs)
-}
-
-fn record(node: &str, kind: RunKind, model: &str, composite: f64, secs: u64) -> RunRecord {
-    RunRecord {
-        kind,
-        node: node.into(),
-        model: model.into(),
-        suite: "builtin-mini".into(),
-        config: serde_json::json!({ "model": model, "size": 0, "settings": {} }),
-        at: at(secs),
-        cycles: 1,
-        warmups: 0,
-        summary: RunSummary {
-            total: Tally::default(),
-            pass_rate: 1.0,
-            error_rate: 0.0,
-            score: Score { composite, ..Score::default() },
-            tasks: vec![],
-            by_domain: BTreeMap::new(),
-        },
-    }
-}
+use contract::record;
 
 fn open(dir: &std::path::Path) -> (RunLock, SqliteStore) {
     let lock = RunLock::try_acquire(dir).unwrap();
@@ -53,19 +25,7 @@ fn open(dir: &std::path::Path) -> (RunLock, SqliteStore) {
 fn runs_are_kept_per_node() {
     let dir = tempfile::tempdir().unwrap();
     let (_lock, s) = open(dir.path());
-    for i in 0..7u64 {
-        let node = if i % 2 == 0 { "a" } else { "b" };
-        s.append_run(&record(node, RunKind::Bench, "m", i as f64, i), 2).unwrap();
-    }
-    let a: Vec<u64> = s.runs(Some("a"), 100).unwrap().iter().map(|r| r.at.0).collect();
-    assert_eq!(a, [at(4).0, at(6).0]);
-    let all = s.runs(None, 100).unwrap();
-    assert_eq!(all.iter().map(|r| r.composite()).collect::<Vec<_>>(), [3.0, 4.0, 5.0, 6.0]);
-    assert_eq!(all[3], record("a", RunKind::Bench, "m", 6.0, 6), "a run round-trips whole");
-    let newest: Vec<f64> = s.runs(None, 1).unwrap().iter().map(|r| r.composite()).collect();
-    assert_eq!(newest, [6.0]);
-    s.append_run(&record("a", RunKind::Bench, "m", 9.0, 9), 1).unwrap();
-    assert_eq!(s.runs(Some("a"), 100).unwrap().len(), 1, "a smaller keep prunes at once");
+    contract::runs_kept_per_node(&s);
 }
 
 /// The last run of each kind per node, for the schedule.
@@ -73,12 +33,7 @@ fn runs_are_kept_per_node() {
 fn last_run_of_a_kind() {
     let dir = tempfile::tempdir().unwrap();
     let (_lock, s) = open(dir.path());
-    assert_eq!(s.last_run_at("a", RunKind::Bench).unwrap(), None);
-    s.append_run(&record("a", RunKind::Bench, "m", 1.0, 1), 500).unwrap();
-    s.append_run(&record("a", RunKind::Arena, "m", 1.0, 5), 500).unwrap();
-    s.append_run(&record("b", RunKind::Bench, "m", 1.0, 9), 500).unwrap();
-    assert_eq!(s.last_run_at("a", RunKind::Bench).unwrap(), Some(at(1)));
-    assert_eq!(s.last_run_at("a", RunKind::Arena).unwrap(), Some(at(5)));
+    contract::last_run_of_a_kind(&s);
 }
 
 /// One champion per node, replaced by the next; listed by node.
@@ -86,15 +41,7 @@ fn last_run_of_a_kind() {
 fn champions_per_node() {
     let dir = tempfile::tempdir().unwrap();
     let (_lock, s) = open(dir.path());
-    assert_eq!(s.champion("a").unwrap(), None);
-    let first = Champion::from_run(&record("a", RunKind::Arena, "m1", 7.0, 1));
-    s.save_champion(&first).unwrap();
-    let second = Champion::from_run(&record("a", RunKind::Arena, "m2", 8.0, 2));
-    s.save_champion(&second).unwrap();
-    s.save_champion(&Champion::from_run(&record("b", RunKind::Arena, "x", 5.0, 3))).unwrap();
-    assert_eq!(s.champion("a").unwrap(), Some(second));
-    let nodes: Vec<String> = s.champions().unwrap().into_iter().map(|c| c.node).collect();
-    assert_eq!(nodes, ["a", "b"]);
+    contract::champions_per_node(&s);
 }
 
 /// A benchmark asked for is stored per node, replaced, and withdrawn.
@@ -102,16 +49,7 @@ fn champions_per_node() {
 fn benchmarks_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let (_lock, s) = open(dir.path());
-    let d = BenchDue { at: at(600), reason: "regression".into() };
-    s.set_bench_due("a", Some(&d)).unwrap();
-    let later = BenchDue { at: at(900), reason: "again".into() };
-    s.set_bench_due("a", Some(&later)).unwrap();
-    s.set_bench_due("b", Some(&d)).unwrap();
-    let due = s.bench_due().unwrap();
-    assert_eq!(due["a"], later);
-    assert_eq!(due.len(), 2);
-    s.set_bench_due("a", None).unwrap();
-    assert_eq!(s.bench_due().unwrap().keys().collect::<Vec<_>>(), ["b"]);
+    contract::benchmarks_asked_for(&s);
 }
 
 /// A read-only store reads the history and refuses to write it.

@@ -2,35 +2,28 @@
 //! database and events.jsonl (rotation, disk full), the action log, corrupt databases moved aside,
 //! permissions, read-only opens, and secrets kept out of the state directory.
 //!
-//! The checks in `contract` take a `&dyn StateStore`, so the PostgreSQL store (issue #9) can run
-//! the same ones (move `contract` to `tests/support/` then).
+//! The store-independent checks live in `tests/support/store_contract.rs` and run against the
+//! PostgreSQL store too (`tests/store_postgres.rs`).
 
 // Test helpers outside #[test] functions unwrap too (clippy.toml allows it only inside them).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use homeostat::health::{Breaker, Lifecycle};
-use homeostat::plan::memory::{
-    ArenaMark, ClusterMemory, CordonReason, HealthMemory, LoadSettings, Memory, ModelConfig,
-    NodeMemory, ServiceMemory,
-};
+use homeostat::plan::memory::{ClusterMemory, Memory, NodeMemory};
 use homeostat::store::{
     self, ActionEnd, ActionStatus, Appended, DB_FILE, EventId, Integrity, JOURNAL_FILE, LOCK_FILE,
-    NewAction, NewEvent, Retention, Rotation, RunLock, SqliteStore, StateStore, StoreError,
-    StoreOptions, kinds,
+    NewAction, NewEvent, Rotation, RunLock, SqliteStore, StateStore, StoreError, StoreOptions,
+    kinds,
 };
-use homeostat::time::Timestamp;
 
-const T0: Timestamp = Timestamp(1_795_478_400_000);
+#[path = "support/store_contract.rs"]
+mod contract;
 
-fn at(secs: u64) -> Timestamp {
-    T0 + Duration::from_secs(secs)
-}
+use contract::{at, event, realistic_memory};
 
 /// A state directory inside a temporary directory (so the test can check the directory's own
 /// mode), with its lock held.
@@ -66,247 +59,6 @@ impl Dir {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
-    }
-}
-
-fn model(name: &str, ctx: u32) -> ModelConfig {
-    ModelConfig {
-        model: name.to_owned(),
-        size: 5 * 1024 * 1024 * 1024,
-        settings: LoadSettings {
-            context_length: Some(ctx),
-            flash_attention: Some(true),
-            eval_batch_size: Some(512),
-            num_experts: None,
-            offload_kv_cache_to_gpu: Some(true),
-        },
-    }
-}
-
-/// Remembered state as it looks mid-incident: one node offline with its breaker open and
-/// thermal cordon, one half-open after a rollback with an arena running, a service counting
-/// failures, and the mass-failure hold on.
-fn realistic_memory() -> Memory {
-    let m1 = NodeMemory {
-        health: HealthMemory {
-            lifecycle: Lifecycle::Offline,
-            consecutive_failures: 7,
-            detected_at: Some(at(10)),
-            problem: Some("model qwen/qwen3-8b not loaded; restart failed (exit 1)".into()),
-            heal_attempts: 3,
-            last_heal_at: Some(at(300)),
-            next_heal_at: Some(at(540)),
-            breaker: Breaker::Open { since: at(300), until: at(900) },
-            last_check: Some(at(310)),
-            healthy_since: None,
-        },
-        verify_failures: 1,
-        last_known_good: Some(model("qwen/qwen3-8b", 8192)),
-        rolled_back: None,
-        context_overrides: BTreeMap::from([("qwen/qwen3-32b".to_owned(), 16384)]),
-        cordons: BTreeSet::from([CordonReason::Thermal, CordonReason::Offline]),
-        manual_cordon: Some(false),
-        arena: None,
-        degraded: false,
-        last_heartbeat: Some(at(309)),
-        loading_since: BTreeMap::from([("qwen/qwen3-32b".to_owned(), at(305))]),
-        last_temp_c: Some(87.4),
-    };
-    let m2 = NodeMemory {
-        health: HealthMemory {
-            lifecycle: Lifecycle::Verifying,
-            consecutive_failures: 0,
-            detected_at: None,
-            problem: None,
-            heal_attempts: 2,
-            last_heal_at: Some(at(200)),
-            next_heal_at: None,
-            breaker: Breaker::HalfOpen { since: at(250) },
-            last_check: Some(at(311)),
-            healthy_since: Some(at(260)),
-        },
-        verify_failures: 2,
-        last_known_good: Some(model("llama-3.1-8b", 4096)),
-        rolled_back: Some(model("llama-3.3-70b", 32768)),
-        context_overrides: BTreeMap::new(),
-        cordons: BTreeSet::from([CordonReason::Arena]),
-        manual_cordon: None,
-        arena: Some(ArenaMark {
-            candidate: "gemma-3-12b".into(),
-            champion: Some(model("llama-3.1-8b", 4096)),
-            started: at(280),
-            until: at(880),
-        }),
-        degraded: true,
-        last_heartbeat: None,
-        loading_since: BTreeMap::new(),
-        last_temp_c: None,
-    };
-    let gateway = ServiceMemory {
-        health: HealthMemory {
-            lifecycle: Lifecycle::Suspect,
-            consecutive_failures: 2,
-            breaker: Breaker::Closed { failures: 2 },
-            ..HealthMemory::default()
-        },
-    };
-    Memory {
-        nodes: BTreeMap::from([("m1".to_owned(), m1), ("m2".to_owned(), m2)]),
-        services: BTreeMap::from([("gateway".to_owned(), gateway)]),
-        cluster: ClusterMemory { mass_hold_since: Some(at(299)), ..ClusterMemory::default() },
-    }
-}
-
-fn event(secs: u64, node: Option<&str>, kind: &str, i: u64) -> NewEvent {
-    NewEvent::new(at(secs), node, kind, serde_json::json!({ "i": i }), &format!("pass-{secs}"))
-}
-
-/// Store-independent checks: each takes a fresh, empty store.
-mod contract {
-    use super::*;
-
-    /// Saving a whole memory and single entries reads back exactly what was saved.
-    pub fn memory_round_trip(s: &dyn StateStore) {
-        assert_eq!(s.load_memory().unwrap(), Memory::default());
-        assert_eq!(s.load_node("m1").unwrap(), None);
-        let mut m = realistic_memory();
-        s.save_memory(&m).unwrap();
-        assert_eq!(s.load_memory().unwrap(), m);
-
-        let m1 = m.nodes.get_mut("m1").unwrap();
-        m1.health.breaker = Breaker::HalfOpen { since: at(900) };
-        m1.health.heal_attempts = 4;
-        m1.cordons.remove(&CordonReason::Thermal);
-        s.save_node("m1", m1).unwrap();
-        assert_eq!(s.load_node("m1").unwrap().as_ref(), Some(&*m1));
-
-        let gw = m.services.get_mut("gateway").unwrap();
-        gw.health.breaker = Breaker::Open { since: at(901), until: at(1501) };
-        s.save_service("gateway", gw).unwrap();
-        m.cluster.mass_hold_since = None;
-        s.save_cluster(&m.cluster).unwrap();
-        let n3 = NodeMemory::default();
-        s.save_node("m3", &n3).unwrap();
-        m.nodes.insert("m3".into(), n3);
-        assert_eq!(s.load_memory().unwrap(), m);
-    }
-
-    /// Nodes and services no longer desired are forgotten; the rest stay.
-    pub fn retain(s: &dyn StateStore) {
-        s.save_memory(&realistic_memory()).unwrap();
-        s.save_node("m3", &NodeMemory::default()).unwrap();
-        let keep = BTreeSet::from(["m2".to_owned(), "m9".to_owned()]);
-        assert_eq!(s.retain_nodes(&keep).unwrap(), ["m1", "m3"]);
-        assert_eq!(s.retain_services(&BTreeSet::new()).unwrap(), ["gateway"]);
-        let m = s.load_memory().unwrap();
-        assert_eq!(m.nodes.keys().collect::<Vec<_>>(), ["m2"]);
-        assert_eq!(m.nodes["m2"], realistic_memory().nodes["m2"]);
-        assert!(m.services.is_empty());
-        assert!(s.retain_nodes(&keep).unwrap().is_empty(), "idempotent");
-    }
-
-    /// Events get increasing ids, read back whole, in order, by cursor and per node.
-    pub fn events(s: &dyn StateStore) {
-        for i in 0..10u64 {
-            let node = if i % 2 == 0 { Some("m1") } else { None };
-            let e = s.append_event(event(i, node, kinds::STATE_CHANGED, i)).unwrap();
-            assert_eq!(e.event().detail["i"], i);
-        }
-        let all = s.events_since(EventId(0), 100).unwrap();
-        assert_eq!(all.len(), 10);
-        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
-        assert_eq!(all[3].at, at(3));
-        assert_eq!(all[3].node, None);
-        assert_eq!(all[4].node.as_deref(), Some("m1"));
-        assert_eq!(all[4].correlation, "pass-4");
-        assert_eq!(all[4].kind, "state.changed");
-        let tail = s.events_since(all[6].id, 2).unwrap();
-        assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), [all[7].id, all[8].id]);
-        let last = s.recent_events(None, 3).unwrap();
-        assert_eq!(
-            last.iter().map(|e| e.id).collect::<Vec<_>>(),
-            [all[7].id, all[8].id, all[9].id]
-        );
-        let m1 = s.recent_events(Some("m1"), 2).unwrap();
-        assert_eq!(
-            m1.iter().map(|e| e.detail["i"].as_u64()).collect::<Vec<_>>(),
-            [Some(6), Some(8)]
-        );
-    }
-
-    /// The action log: begun actions are open, finished ones carry their end, an action can end
-    /// only once, and unfinished actions are closed as interrupted.
-    pub fn actions(s: &dyn StateStore) {
-        let new = |node: &str, secs, what: &str| NewAction {
-            node: node.into(),
-            action: serde_json::json!({ "action": what, "model": "qwen/qwen3-8b" }),
-            correlation: format!("pass-{secs}"),
-            started: at(secs),
-        };
-        let unload = s.begin_action(&new("m1", 10, "unload")).unwrap();
-        let settle = s.begin_action(&new("m1", 11, "settle")).unwrap();
-        let other = s.begin_action(&new("m2", 11, "load")).unwrap();
-        assert!(unload < settle && settle < other);
-        let ok = ActionEnd {
-            status: ActionStatus::Succeeded,
-            detail: serde_json::json!({ "took_ms": 812 }),
-            ended: at(11),
-        };
-        s.finish_action(unload, &ok).unwrap();
-        match s.finish_action(unload, &ok) {
-            Err(StoreError::ActionNotOpen { id }) => assert_eq!(id, unload),
-            other => panic!("expected ActionNotOpen, got {other:?}"),
-        }
-        let log = s.recent_actions("m1", 10).unwrap();
-        assert_eq!(log.len(), 2);
-        assert_eq!(log[0].id, unload);
-        assert_eq!(log[0].end.as_ref(), Some(&ok));
-        assert_eq!(log[0].action["action"], "unload");
-        assert_eq!(log[0].correlation, "pass-10");
-        assert_eq!(log[1].end, None, "the settle is still running");
-
-        let closed = s.close_interrupted_actions(Some("m1"), at(60)).unwrap();
-        assert_eq!(closed.iter().map(|a| a.id).collect::<Vec<_>>(), [settle]);
-        let end = s.recent_actions("m1", 1).unwrap().remove(0).end.unwrap();
-        assert_eq!((end.status, end.ended), (ActionStatus::Interrupted, at(60)));
-        assert!(s.recent_actions("m2", 5).unwrap()[0].end.is_none(), "other nodes untouched");
-        let rest = s.close_interrupted_actions(None, at(61)).unwrap();
-        assert_eq!(rest.iter().map(|a| a.id).collect::<Vec<_>>(), [other]);
-        assert!(s.close_interrupted_actions(None, at(62)).unwrap().is_empty());
-    }
-
-    /// Pruning keeps the newest events and the newest actions of each node; ids keep growing.
-    pub fn prune(s: &dyn StateStore) {
-        for i in 0..20 {
-            let _ = s.append_event(event(i, Some("m1"), kinds::ALERT, i)).unwrap();
-        }
-        for (node, n) in [("m1", 6), ("m2", 2)] {
-            for i in 0..n {
-                let a = NewAction {
-                    node: node.into(),
-                    action: serde_json::json!({ "i": i }),
-                    correlation: "c".into(),
-                    started: at(i),
-                };
-                s.begin_action(&a).unwrap();
-            }
-        }
-        let pruned = s.prune(&Retention { events: 5, actions_per_node: 3 }).unwrap();
-        assert_eq!((pruned.events, pruned.actions), (15, 3));
-        let left = s.events_since(EventId(0), 100).unwrap();
-        assert_eq!(
-            left.iter().map(|e| e.detail["i"].as_u64().unwrap()).collect::<Vec<_>>(),
-            [15, 16, 17, 18, 19]
-        );
-        let m1 = s.recent_actions("m1", 100).unwrap();
-        assert_eq!(
-            m1.iter().map(|a| a.action["i"].as_u64().unwrap()).collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
-        assert_eq!(s.recent_actions("m2", 100).unwrap().len(), 2);
-        let next = s.append_event(event(99, None, kinds::ALERT, 99)).unwrap();
-        assert!(next.event().id > left[4].id, "ids are never reused");
-        assert_eq!(s.prune(&Retention::default()).unwrap(), store::Pruned::default());
     }
 }
 
@@ -753,4 +505,21 @@ async fn async_callers_use_blocking() {
     })
     .await;
     assert!(matches!(err, Err(StoreError::ActionNotOpen { .. })));
+}
+
+/// Fenced writes under the sole holder's leases (SQLite: one process holds every lease).
+#[test]
+fn sqlite_fenced_writes() {
+    let dir = Dir::new();
+    let (_lock, s) = dir.open();
+    let leases = store::SoleHolder::new(store::ReplicaId::new("only"));
+    contract::fenced_writes(&s, &leases);
+}
+
+/// The default retention prunes nothing from a small history (SQLite).
+#[test]
+fn sqlite_retention_default() {
+    let dir = Dir::new();
+    let (_lock, s) = dir.open();
+    contract::retention_default_keeps_small_history(&s);
 }

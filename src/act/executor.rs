@@ -42,6 +42,11 @@ pub trait Recorder: Send + Sync {
     fn begin_action(&self, node: &str, action: &Action) -> Option<i64>;
     /// Records how a logged action ended.
     fn finish_action(&self, id: i64, outcome: &StepOutcome);
+    /// Whether an action on `target` (a node, or `service/NAME`) may start now. Several
+    /// replicas: only while this one holds the lease (`daemon::lease`).
+    fn may_act(&self, _target: &str) -> bool {
+        true
+    }
 }
 
 /// Everything one execution needs.
@@ -215,7 +220,7 @@ async fn execute_node(
     let mut verification_failed = false;
     let mut verified_config: Option<ModelConfig> = None;
     for step in &np.steps {
-        if failed || ctx.cancel.is_cancelled() {
+        if failed || ctx.cancel.is_cancelled() || !ctx.recorder.may_act(name) {
             report
                 .steps
                 .push(StepReport { action: step.action.clone(), outcome: StepOutcome::Skipped });
@@ -529,7 +534,7 @@ async fn execute_service(
     );
     let mut ok = true;
     for step in &sp.steps {
-        if !ok || ctx.cancel.is_cancelled() {
+        if !ok || ctx.cancel.is_cancelled() || !ctx.recorder.may_act(&format!("service/{name}")) {
             report
                 .steps
                 .push(StepReport { action: step.action.clone(), outcome: StepOutcome::Skipped });

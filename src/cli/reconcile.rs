@@ -14,7 +14,7 @@ use crate::plan::render::{Summary, render};
 use crate::plan::routing::RoutingTable;
 use crate::plan::step::{Alert, MassFailure, NodePlan, ServicePlan};
 use crate::plan::{Memory, PlanInput, plan};
-use crate::time::{Clock, MonotonicClock, Timestamp};
+use crate::time::{Clock, SteadyClock, Timestamp};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -30,6 +30,16 @@ pub struct ReconcileArgs {
     /// bound address is written to STATE_DIR/api.addr).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// The daemon's state store: `sqlite` (default, in the state directory), or a PostgreSQL
+    /// URL shared by several replicas, given by reference: `env:VAR` or `file:PATH` (the URL
+    /// may hold a password and is never printed), or `postgres://…` literally when it has no
+    /// password. Each replica acts only on the nodes whose lease it holds.
+    #[arg(long, value_name = "STORE", default_value = "sqlite")]
+    pub store: String,
+    /// How long a replica's node leases last without renewal (PostgreSQL store): a replica that
+    /// dies loses its nodes this long after its last renewal. Renewed every third of it.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub lease_ttl: crate::desired::units::Dur,
     #[command(subcommand)]
     pub mode: Option<ReconcileMode>,
 }
@@ -66,9 +76,48 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
         (None, false) => {
             let mut config = crate::daemon::DaemonConfig::new(g.manifests.clone(), g.state_dir());
             config.listen = a.listen;
+            config.options.postgres = pg_store(&a.store, a.lease_ttl.0)?;
             runtime.block_on(crate::daemon::run_until_signalled(config))
         }
     }
+}
+
+/// `--store`: None for SQLite, else where the PostgreSQL URL is. A literal URL is accepted
+/// only without a password (a password on the command line is visible to every local user).
+fn pg_store(
+    store: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<Option<crate::daemon::PgStore>> {
+    use crate::desired::SecretRef;
+    anyhow::ensure!(ttl >= std::time::Duration::from_millis(30), "--lease-ttl: at least 30ms");
+    let url = if store == "sqlite" {
+        return Ok(None);
+    } else if let Some(var) = store.strip_prefix("env:") {
+        SecretRef::Env(var.to_owned())
+    } else if let Some(path) = store.strip_prefix("file:") {
+        SecretRef::File(path.into())
+    } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let parsed = url::Url::parse(store)
+            .map_err(|_| anyhow::anyhow!("--store: not a valid postgres:// URL"))?;
+        anyhow::ensure!(
+            parsed.password().is_none(),
+            "--store: the URL holds a password; pass it by reference instead (env:VAR or file:PATH)"
+        );
+        return Ok(Some(crate::daemon::PgStore {
+            url: crate::daemon::PgUrl::Literal(store.to_owned()),
+            leases: crate::store::LeaseOptions { ttl, ..crate::store::LeaseOptions::default() },
+            replica: None,
+        }));
+    } else {
+        anyhow::bail!(
+            "--store: expected sqlite, env:VAR, file:PATH or postgres://… (got {store:?})"
+        );
+    };
+    Ok(Some(crate::daemon::PgStore {
+        url: crate::daemon::PgUrl::Ref(url),
+        leases: crate::store::LeaseOptions { ttl, ..crate::store::LeaseOptions::default() },
+        replica: None,
+    }))
 }
 
 /// Remembered state for a dry run: read-only from the store when there is one (so `diff` shows
@@ -114,7 +163,7 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
         );
     }
     let store: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(opened.store);
-    let clock = MonotonicClock::start();
+    let clock = SteadyClock::start(&state_dir);
     let correlation = crate::daemon::pass::correlation_id(clock.now());
     let interrupted = store.close_interrupted_actions(None, clock.now())?;
     for a in interrupted {
@@ -224,7 +273,7 @@ pub(crate) fn http_client() -> anyhow::Result<Http> {
 async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
     let desired = load_desired(g)?;
     let memory = read_memory(g);
-    let clock = MonotonicClock::start();
+    let clock = SteadyClock::read_only(&g.state_dir());
     let http = http_client()?;
     let overrides = |node: &str, model: &str| {
         memory.nodes.get(node).and_then(|m| m.context_overrides.get(model).copied())

@@ -278,8 +278,14 @@ impl Control {
             let alerts = v.replan_cluster(now, &sh.persist);
             (memory, manifest_cordoned, alerts)
         };
-        let (store, n, m) = (sh.store.clone(), node.to_owned(), memory.clone());
-        crate::store::blocking(store, move |s| s.save_node(&n, &m)).await?;
+        // Several replicas: saved under the node's lease; on a node another replica holds the
+        // cordon stays in this replica's view only.
+        if let Some(fence) = sh.leases.fence(node) {
+            let (store, m) = (sh.store.clone(), memory.clone());
+            crate::store::blocking(store, move |s| s.save_node_fenced(&fence, &m)).await?;
+        } else {
+            tracing::warn!(node, "lease held by another replica: the cordon is not saved");
+        }
         let kind = if cordon { "node.cordoned" } else { "node.uncordoned" };
         super::reload::event(sh, Some(node), kind, json!({ "source": "api", "reason": reason }))
             .await;

@@ -26,6 +26,7 @@
 //!   whole sequence is bounded (`DaemonOptions::shutdown_grace` + `notify_grace` + a second).
 
 pub mod control;
+pub mod lease;
 pub mod metrics;
 pub mod pass;
 pub mod persist;
@@ -46,7 +47,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::notify::{DeliveryConfig, Notifications};
 use crate::observe::http::{Http, HttpConfig};
-use crate::store::{LockError, NewEvent, RunLock, SqliteStore, StateStore, StoreError, kinds};
+use crate::store::{
+    LeaseStore, LockError, NewEvent, PgOptions, PostgresStore, ReplicaId, RunLock, SoleHolder,
+    SqliteStore, StateStore, StoreError, kinds,
+};
 use crate::time::{Clock, MonotonicClock};
 use shared::{Paths, Shared, Target, View};
 use status::{ManifestStatus, Phase};
@@ -75,6 +79,27 @@ pub struct DaemonOptions {
     pub http: HttpConfig,
     /// Reload on SIGHUP (the binary does; in-process tests leave it off and use the API).
     pub sighup: bool,
+    /// Keep the state in PostgreSQL, shared with other replicas, acting only on the nodes whose
+    /// lease this replica holds (None: SQLite in the state directory, every node).
+    pub postgres: Option<PgStore>,
+}
+
+/// Where a replica's PostgreSQL URL comes from.
+#[derive(Debug, Clone)]
+pub enum PgUrl {
+    /// An environment variable or a file holding it (it may hold a password: never printed).
+    Ref(crate::desired::SecretRef),
+    /// Given literally (`--store postgres://…`): accepted only without a password.
+    Literal(String),
+}
+
+/// The PostgreSQL store of a daemon replica (issue #9).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub url: PgUrl,
+    pub leases: crate::store::LeaseOptions,
+    /// This replica's name (default: host, pid and a random suffix).
+    pub replica: Option<crate::store::ReplicaId>,
 }
 
 impl Default for DaemonOptions {
@@ -90,6 +115,7 @@ impl Default for DaemonOptions {
             delivery: DeliveryConfig::default(),
             http: HttpConfig::default(),
             sighup: false,
+            postgres: None,
         }
     }
 }
@@ -169,12 +195,33 @@ pub async fn run(
         e @ LockError::Held { .. } => DaemonError::Locked(e),
         e => DaemonError::Lock(e),
     })?;
-    let opened = SqliteStore::open(&lock)?;
-    if let Some(r) = &opened.recovered {
-        tracing::error!(moved_to = %r.moved_to.display(), reason = %r.reason,
-            "the state database was unreadable; it was moved aside and a fresh one started");
-    }
-    let store: Arc<dyn StateStore> = Arc::new(opened.store);
+    let (store, lease_store): (Arc<dyn StateStore>, Arc<dyn LeaseStore>) = match &opts.postgres {
+        None => {
+            let opened = SqliteStore::open(&lock)?;
+            if let Some(r) = &opened.recovered {
+                tracing::error!(moved_to = %r.moved_to.display(), reason = %r.reason,
+                    "the state database was unreadable; it was moved aside and a fresh one started");
+            }
+            (Arc::new(opened.store), Arc::new(SoleHolder::new(ReplicaId::generate())))
+        }
+        Some(pg) => {
+            let mut o = PgOptions::new(pg.replica.clone().unwrap_or_else(ReplicaId::generate));
+            o.leases = pg.leases;
+            o.journal_dir = Some(state_dir.clone());
+            let url = pg.url.clone();
+            let s = tokio::task::spawn_blocking(move || match url {
+                PgUrl::Ref(r) => PostgresStore::open_ref(&r, o),
+                PgUrl::Literal(u) => PostgresStore::open(&crate::secret::Secret::new(u), o),
+            })
+            .await
+            .map_err(|source| StoreError::Task { source })??;
+            tracing::info!(database = %s.target(), replica = %s.replica_id(),
+                lease_ttl = ?pg.leases.ttl, "sharing the cluster through PostgreSQL leases");
+            let s = Arc::new(s);
+            (s.clone(), s)
+        }
+    };
+    let shared_store = opts.postgres.is_some();
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::start());
     let start_correlation = pass::correlation_id(clock.now());
 
@@ -185,6 +232,12 @@ pub async fn run(
     let now = clock.now();
     let corr = start_correlation.clone();
     let mut memory = crate::store::blocking(store.clone(), move |s| {
+        if shared_store {
+            // Other replicas' actions may be running: a node's unfinished actions are closed by
+            // whoever gains its lease (`lease::Leases::take_over`); memory is forgotten by no
+            // one (the replicas may be on different manifest generations for a moment).
+            return s.load_memory();
+        }
         for a in s.close_interrupted_actions(None, now)? {
             let detail =
                 json!({ "action": a.action, "started": a.started, "correlation": a.correlation });
@@ -249,6 +302,8 @@ pub async fn run(
         tasks: Default::default(),
         phase: Phase::Starting,
         ready: false,
+        leased: None,
+        leader: false,
     };
     let shutdown_token = CancellationToken::new();
     let sh = Arc::new(Shared::new(
@@ -261,7 +316,10 @@ pub async fn run(
         Paths { manifests: manifests.clone(), state_dir: state_dir.clone() },
         persist,
         shutdown_token.clone(),
+        Arc::new(lease::Leases::new(lease_store.clone())),
     ));
+    // The first lease round before any pass: a node task runs only on a held node.
+    sh.leases.round(&sh).await;
     sh.metrics.set_generation(1);
     *sh.listen.lock().expect("listen lock poisoned") = bound.to_string();
 
@@ -318,6 +376,7 @@ pub async fn run(
         }
     }
     sh.tracker.spawn(prune(store.clone(), shutdown_token.child_token()));
+    sh.tracker.spawn(lease::run(sh.clone(), shutdown_token.child_token()));
     let watcher = reload::watch(&sh);
     let reloader_stop = shutdown_token.child_token();
     sh.tracker.spawn(reload::run(sh.clone(), reloader_stop));
@@ -339,8 +398,20 @@ pub async fn run(
              closed as interrupted at the next start");
     }
     let memory = sh.view().memory.clone();
-    if let Err(e) = crate::store::blocking(store.clone(), move |s| s.save_memory(&memory)).await {
-        tracing::error!(error = %crate::cli::chain(&e), "cannot flush the remembered state");
+    if let Some(held) = sh.leases.snapshot() {
+        // Only what this replica holds: other replicas' nodes are theirs to write.
+        let flushed =
+            crate::store::blocking(store.clone(), move |s| s.save_memory_fenced(&held, &memory));
+        if let Err(e) = flushed.await {
+            tracing::error!(error = %crate::cli::chain(&e), "cannot flush the remembered state");
+        }
+    }
+    // The other replicas take the nodes over at once instead of after the lease TTL.
+    let leases = lease_store.clone();
+    match tokio::task::spawn_blocking(move || leases.release_all()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %crate::cli::chain(&e), "cannot release the leases"),
+        Err(e) => tracing::warn!(error = %e, "cannot release the leases"),
     }
     persist_stop.cancel();
     persist_tracker.close();

@@ -243,11 +243,41 @@ pub struct StoreRecorder<'a> {
     store: Arc<dyn StateStore>,
     clock: &'a dyn Clock,
     correlation: String,
+    /// The daemon's leases: every write about a node carries its lease's fence (services and
+    /// cluster-wide events the leader's), and a write whose lease is not held is not made.
+    leases: Option<Arc<crate::daemon::lease::Leases>>,
 }
 
 impl<'a> StoreRecorder<'a> {
     pub fn new(store: Arc<dyn StateStore>, clock: &'a dyn Clock, correlation: &str) -> Self {
-        StoreRecorder { store, clock, correlation: correlation.to_owned() }
+        StoreRecorder { store, clock, correlation: correlation.to_owned(), leases: None }
+    }
+
+    /// Fences every write with the lease it is about (the daemon; see `daemon::lease`).
+    pub fn with_leases(mut self, leases: Arc<crate::daemon::lease::Leases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// The fence for a write about `target` (a node, `service/NAME`, or None: cluster-wide).
+    /// `Err(())` when the write must not be made (lease not held); `Ok(None)`: unfenced.
+    #[allow(clippy::result_unit_err)]
+    fn fence_for(&self, target: Option<&str>) -> Result<Option<crate::store::Fence>, ()> {
+        let Some(l) = &self.leases else { return Ok(None) };
+        let fence = match target {
+            Some(t) if !t.starts_with("service/") => l.fence(t).or_else(|| l.leader()),
+            _ => l.leader(),
+        };
+        match fence {
+            Some(f) => Ok(Some(f)),
+            None => {
+                tracing::warn!(
+                    target = target.unwrap_or("cluster"),
+                    "lease not held: the write is not made"
+                );
+                Err(())
+            }
+        }
     }
 
     /// Runs a blocking store call from async code: on a multi-threaded runtime the worker is
@@ -265,20 +295,36 @@ impl<'a> StoreRecorder<'a> {
 
 impl Recorder for StoreRecorder<'_> {
     fn save_node(&self, name: &str, memory: &NodeMemory) {
-        if let Err(e) = self.call(|s| s.save_node(name, memory)) {
+        let saved = match self.fence_for(Some(name)) {
+            Err(()) => return,
+            Ok(Some(f)) if f.node() == Some(name) => self.call(|s| s.save_node_fenced(&f, memory)),
+            Ok(Some(_)) => return,
+            Ok(None) => self.call(|s| s.save_node(name, memory)),
+        };
+        if let Err(e) = saved {
             tracing::error!(node = name, error = %crate::cli::chain(&e), "cannot save the node's state");
         }
     }
 
     fn save_service(&self, name: &str, memory: &ServiceMemory) {
-        if let Err(e) = self.call(|s| s.save_service(name, memory)) {
+        let saved = match self.fence_for(None) {
+            Err(()) => return,
+            Ok(Some(f)) => self.call(|s| s.save_service_fenced(&f, name, memory)),
+            Ok(None) => self.call(|s| s.save_service(name, memory)),
+        };
+        if let Err(e) = saved {
             tracing::error!(service = name, error = %crate::cli::chain(&e), "cannot save the service's state");
         }
     }
 
     fn event(&self, node: Option<&str>, kind: &str, detail: serde_json::Value) {
         let ev = NewEvent::new(self.clock.now(), node, kind, detail, &self.correlation);
-        match self.call(|s| s.append_event(ev)) {
+        let appended = match self.fence_for(node) {
+            Err(()) => return,
+            Ok(Some(f)) => self.call(|s| s.append_event_fenced(&f, ev)),
+            Ok(None) => self.call(|s| s.append_event(ev)),
+        };
+        match appended {
             Ok(Appended::Recorded(_)) => {}
             Ok(Appended::JournalFailed { error, newly, .. }) => {
                 if newly {
@@ -306,7 +352,13 @@ impl Recorder for StoreRecorder<'_> {
             correlation: self.correlation.clone(),
             started: self.clock.now(),
         };
-        match self.call(|s| s.begin_action(&new)) {
+        let begun = match self.fence_for(Some(node)) {
+            Err(()) => return None,
+            Ok(Some(f)) if f.is_leader() && !node.starts_with("service/") => return None,
+            Ok(Some(f)) => self.call(|s| s.begin_action_fenced(&f, &new)),
+            Ok(None) => self.call(|s| s.begin_action(&new)),
+        };
+        match begun {
             Ok(id) => Some(id.0),
             Err(e) => {
                 tracing::error!(node, error = %crate::cli::chain(&e), "cannot log the action");
@@ -329,5 +381,11 @@ impl Recorder for StoreRecorder<'_> {
         if let Err(e) = self.call(|s| s.finish_action(ActionId(id), &end)) {
             tracing::error!(error = %crate::cli::chain(&e), "cannot finish the logged action");
         }
+    }
+
+    fn may_act(&self, target: &str) -> bool {
+        self.fence_for(Some(target)).is_ok_and(|f| {
+            f.is_none_or(|f| f.node() == Some(target) || target.starts_with("service/"))
+        })
     }
 }

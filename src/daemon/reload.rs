@@ -276,7 +276,12 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     let keep_nodes: BTreeSet<String> = new.nodes.keys().cloned().collect();
     let keep_services: BTreeSet<String> = new.services.keys().cloned().collect();
     let store = sh.store.clone();
+    // Several replicas: only the leader forgets (the others may still be on the old manifests).
+    let leader = sh.leases.is_leader();
     if let Err(e) = crate::store::blocking(store, move |s| {
+        if !leader {
+            return Ok(Vec::new());
+        }
         s.retain_nodes(&keep_nodes)?;
         s.retain_services(&keep_services)
     })
@@ -307,7 +312,8 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
 
     // Alerts of removed nodes and services resolve; the cluster part is re-planned.
     let correlation = super::pass::correlation_id(now);
-    let recorder = super::pass::StoreRecorder::new(sh.store.clone(), &*sh.clock, &correlation);
+    let recorder = super::pass::StoreRecorder::new(sh.store.clone(), &*sh.clock, &correlation)
+        .with_leases(sh.leases.clone());
     let mut decisions = Vec::new();
     for n in &nodes.removed {
         let scope = Target::Node(n.clone()).scope();
@@ -323,6 +329,10 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     }
     worker::notify(sh, &recorder, &decisions).await;
 
+    if !nodes.added.is_empty() || !nodes.removed.is_empty() {
+        // Lease the new nodes now rather than at the next lease round.
+        sh.leases.round(sh).await;
+    }
     for n in &nodes.added {
         worker::spawn(sh, Target::Node(n.clone()));
     }

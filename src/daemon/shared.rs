@@ -138,6 +138,11 @@ pub struct View {
     pub phase: Phase,
     /// Every node and service observed at least once since start (sticky).
     pub ready: bool,
+    /// The nodes whose lease this replica holds (None: before the first lease round). With
+    /// SQLite, every node.
+    pub leased: Option<BTreeSet<String>>,
+    /// This replica holds the leader lease (services and cluster-wide decisions are its own).
+    pub leader: bool,
 }
 
 impl View {
@@ -199,10 +204,17 @@ impl View {
         true
     }
 
-    /// Whether every desired node and service has been observed.
+    /// Whether every desired node and service this replica holds (see [`View::leased`]) has
+    /// been observed.
     pub fn all_observed(&self) -> bool {
-        self.desired.nodes.keys().all(|n| self.observed.nodes.contains_key(n))
-            && self.desired.services.keys().all(|s| self.observed.services.contains_key(s))
+        let Some(leased) = &self.leased else { return false };
+        self.desired
+            .nodes
+            .keys()
+            .filter(|n| leased.contains(*n))
+            .all(|n| self.observed.nodes.contains_key(n))
+            && (!self.leader
+                || self.desired.services.keys().all(|s| self.observed.services.contains_key(s)))
     }
 
     pub fn task(&mut self, t: &Target) -> &mut TaskStatus {
@@ -303,6 +315,8 @@ pub struct Shared {
     pub probe_permits: Semaphore,
     /// Asks the reloader for a reload (file change, SIGHUP, API).
     pub reload: Waker<super::reload::Trigger>,
+    /// Which nodes this replica may act on (every node with SQLite).
+    pub leases: Arc<super::lease::Leases>,
 }
 
 impl Shared {
@@ -317,6 +331,7 @@ impl Shared {
         paths: Paths,
         persist: Persist,
         shutdown: CancellationToken,
+        leases: Arc<super::lease::Leases>,
     ) -> Shared {
         let concurrency = view.desired.cluster.probe.concurrency.max(1) as usize;
         let token = ApiToken::resolve(view.desired.cluster.api.token_from.as_ref());
@@ -338,6 +353,7 @@ impl Shared {
             tasks: Mutex::new(BTreeMap::new()),
             probe_permits: Semaphore::new(concurrency),
             reload: Waker::default(),
+            leases,
         }
     }
 

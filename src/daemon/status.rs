@@ -55,6 +55,9 @@ pub enum PassOutcome {
     /// The node's manifest changed while it was observed: the observation was dropped and the
     /// pass runs again at once.
     Superseded,
+    /// Another replica holds the node's lease (or this one has not renewed it in time): not
+    /// observed, not acted on.
+    NotLeased,
 }
 
 impl PassOutcome {
@@ -66,6 +69,7 @@ impl PassOutcome {
             PassOutcome::Failed => "failed",
             PassOutcome::Cancelled => "cancelled",
             PassOutcome::Superseded => "superseded",
+            PassOutcome::NotLeased => "not-leased",
         }
     }
 }

@@ -500,6 +500,10 @@ async fn node_pass_inner(
     let idle = |o: PassOutcome| {
         (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
     };
+    if !sh.leases.holds(name) {
+        // Another replica's node (or this replica's lease lapsed): hands off.
+        return idle(PassOutcome::NotLeased);
+    }
 
     // 1. What to observe, from the view.
     let (desired, spec, overrides) = {
@@ -526,7 +530,8 @@ async fn node_pass_inner(
 
     // 3. Plan with the whole view, focused on this node.
     let now = sh.clock.now();
-    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation);
+    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation)
+        .with_leases(sh.leases.clone());
     let (desired, before, mut after, np, cluster_alerts, save_node, save_cluster) = {
         let mut v = sh.view();
         if v.desired.nodes.get(name) != Some(&spec) {
@@ -569,9 +574,10 @@ async fn node_pass_inner(
     if save_node {
         save(sh, name, &after).await;
     }
-    if let Some(c) = save_cluster {
+    if let (Some(c), Some(leader)) = (save_cluster, sh.leases.leader()) {
         let store = sh.store.clone();
-        if let Err(e) = crate::store::blocking(store, move |s| s.save_cluster(&c)).await {
+        let saved = crate::store::blocking(store, move |s| s.save_cluster_fenced(&leader, &c));
+        if let Err(e) = saved.await {
             tracing::error!(error = %crate::cli::chain(&e), "cannot save the cluster's state");
         }
     }
@@ -580,7 +586,7 @@ async fn node_pass_inner(
     let Some(np) = np else { return idle(PassOutcome::InSync) };
     let (mut due, retry) = holds_due(&np.held);
     let mut report = None;
-    if !np.steps.is_empty() && !stop.is_cancelled() {
+    if !np.steps.is_empty() && !stop.is_cancelled() && sh.leases.holds(name) {
         let plan_one = Plan {
             at: now,
             desired_hash: desired.hash.clone(),
@@ -643,7 +649,7 @@ async fn node_pass_inner(
     // 7. Notifications.
     let scope = Target::Node(name.to_owned()).scope();
     let mut decisions = vec![sh.notifications.observe_scope(&scope, np.alerts.iter(), now)];
-    if let Some(alerts) = &cluster_alerts {
+    if let Some(alerts) = cluster_alerts.as_ref().filter(|_| sh.leases.is_leader()) {
         decisions.push(sh.notifications.observe_scope(CLUSTER_SCOPE, alerts.iter(), now));
     }
     notify(sh, &recorder, &decisions).await;
@@ -685,6 +691,10 @@ async fn service_pass_inner(
     let idle = |o: PassOutcome| {
         (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
     };
+    if !sh.leases.is_leader() {
+        // Services are the leader replica's.
+        return idle(PassOutcome::NotLeased);
+    }
     let (desired, spec) = {
         let v = sh.view();
         let Some(spec) = v.desired.services.get(name).cloned() else {
@@ -701,7 +711,8 @@ async fn service_pass_inner(
         () = stop.cancelled() => return idle(PassOutcome::Cancelled),
     };
     let now = sh.clock.now();
-    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation);
+    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation)
+        .with_leases(sh.leases.clone());
     let (desired, sp, cluster_alerts, before, after, save_service) = {
         let mut v = sh.view();
         if v.desired.services.get(name) != Some(&spec) {
@@ -778,7 +789,7 @@ async fn service_pass_inner(
     }
     let scope = Target::Service(name.to_owned()).scope();
     let mut decisions = vec![sh.notifications.observe_scope(&scope, sp.alerts.iter(), now)];
-    if let Some(alerts) = &cluster_alerts {
+    if let Some(alerts) = cluster_alerts.as_ref().filter(|_| sh.leases.is_leader()) {
         decisions.push(sh.notifications.observe_scope(CLUSTER_SCOPE, alerts.iter(), now));
     }
     notify(sh, &recorder, &decisions).await;
@@ -790,15 +801,21 @@ async fn service_pass_inner(
 }
 
 async fn save(sh: &Shared, name: &str, m: &NodeMemory) {
-    let (store, n, m) = (sh.store.clone(), name.to_owned(), m.clone());
-    if let Err(e) = crate::store::blocking(store, move |s| s.save_node(&n, &m)).await {
+    let Some(fence) = sh.leases.fence(name) else {
+        tracing::warn!(node = name, "lease not held: the node's state is not saved");
+        return;
+    };
+    let (store, m) = (sh.store.clone(), m.clone());
+    if let Err(e) = crate::store::blocking(store, move |s| s.save_node_fenced(&fence, &m)).await {
         tracing::error!(node = name, error = %crate::cli::chain(&e), "cannot save the node's state");
     }
 }
 
 async fn save_svc(sh: &Shared, name: &str, m: &crate::plan::memory::ServiceMemory) {
+    let Some(leader) = sh.leases.leader() else { return };
     let (store, n, m) = (sh.store.clone(), name.to_owned(), m.clone());
-    if let Err(e) = crate::store::blocking(store, move |s| s.save_service(&n, &m)).await {
+    let saved = crate::store::blocking(store, move |s| s.save_service_fenced(&leader, &n, &m));
+    if let Err(e) = saved.await {
         tracing::error!(service = name, error = %crate::cli::chain(&e), "cannot save the service's state");
     }
 }
@@ -851,7 +868,8 @@ pub fn looks_dead(np: Option<&crate::plan::step::NodePlan>, m: Option<&NodeMemor
 /// cluster scope.
 pub async fn notify_cluster(sh: &Shared, alerts: &[Alert], correlation: &str) {
     let now = sh.clock.now();
-    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation);
+    let recorder = StoreRecorder::new(sh.store.clone(), &*sh.clock, correlation)
+        .with_leases(sh.leases.clone());
     let d = sh.notifications.observe_scope(CLUSTER_SCOPE, alerts.iter(), now);
     notify(sh, &recorder, &[d]).await;
 }

@@ -356,7 +356,8 @@ pub fn error_message(body: &[u8]) -> Option<String> {
             None => v.get("message").and_then(s).or_else(|| v.get("detail").and_then(s)),
         }
     });
-    let text = match from_json {
+    // An empty or blank message (`{"error":""}`) says nothing: fall back like an empty body.
+    let text = match from_json.filter(|t| !t.trim().is_empty()) {
         Some(t) => t,
         None => {
             let t = String::from_utf8_lossy(body).trim().to_owned();

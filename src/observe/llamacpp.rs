@@ -9,8 +9,9 @@
 //! then 200. `GET /models` lists the one model, with `meta: null` while loading (so a 200 there is
 //! not readiness). `GET /slots` gives the requests in flight (`is_processing`); it is also the
 //! endpoint that hangs when generation is wedged while `/health` stays 200 (llama.cpp #27388),
-//! so a `/slots` that fails or hangs marks the model's canary failed. Loading or unloading means
-//! restarting the process: `Unsupported` here.
+//! so a `/slots` that fails or hangs marks the model's canary failed. Loading another model or
+//! unloading means restarting the process: `Unsupported` here; a load of the model the server
+//! serves succeeds once it is loaded (the load that follows a restart).
 //!
 //! Router mode: each model runs in a child process. The router's `/health` and `/models` stay
 //! 200 even when a child is hung (SIGSTOP), so every loaded model is probed through the router
@@ -310,18 +311,23 @@ impl LlamaCpp {
     }
 
     /// Router mode: asks for a load and waits until loaded (see `wait_loaded`). A model already
-    /// running counts as loaded. Single mode: `Unsupported` (restart the server).
+    /// running counts as loaded. Single mode: the model the server serves counts as loaded
+    /// (waiting while it loads, e.g. after a restart); any other is `Unsupported` (restart the
+    /// server with it).
     pub async fn load(
         &self,
         s: &LoadSettings,
         timeout: Duration,
     ) -> Result<LoadOutcome, DriverError> {
         let start = tokio::time::Instant::now();
-        if self.mode().await.map_err(DriverError::request("load"))? == Mode::Single {
-            return Err(DriverError::Unsupported {
-                backend: Backend::Llamacpp,
-                op: "load a model in single-model mode",
-            });
+        let mode = match self.mode().await {
+            Ok(mode) => mode,
+            // Only a single-model server answers 503 ("Loading model") to `/models`.
+            Err(ProbeFailure::Http { status: 503 }) => Mode::Single,
+            Err(failure) => return Err(DriverError::request("load")(failure)),
+        };
+        if mode == Mode::Single {
+            return self.wait_served(&s.model, start, timeout).await;
         }
         let r = self
             .ep
@@ -355,6 +361,46 @@ impl LlamaCpp {
         }
         outcome.ignored = ignored;
         Ok(outcome)
+    }
+
+    /// Single mode: polls `GET /models` until the served model is `model` and loaded (Ok); a
+    /// server that serves another model is `Unsupported`; a listing that fails meanwhile (503
+    /// "Loading model") is polled again until `timeout` (`LoadTimedOut`).
+    async fn wait_served(
+        &self,
+        model: &str,
+        start: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<LoadOutcome, DriverError> {
+        let deadline = start + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(DriverError::LoadTimedOut { model: model.to_owned(), after: timeout });
+            }
+            if let Ok(Listing::Single(models)) =
+                self.listing_within(remaining.min(self.ep.timeout)).await
+            {
+                let serves = |m: &&SingleModel| {
+                    same_model(&m.id, model) || m.aliases.iter().any(|a| same_model(a, model))
+                };
+                let Some(m) = models.iter().find(serves) else {
+                    return Err(DriverError::Unsupported {
+                        backend: Backend::Llamacpp,
+                        op: "load a model in single-model mode",
+                    });
+                };
+                if !m.loading {
+                    return Ok(LoadOutcome {
+                        instance_id: m.id.clone(),
+                        context_length: m.context_length,
+                        took: start.elapsed(),
+                        ignored: Vec::new(),
+                    });
+                }
+            }
+            tokio::time::sleep(self.ep.poll_interval.min(remaining)).await;
+        }
     }
 
     /// Router mode: polls `GET /models` every `poll_interval` until `model` is `loaded` (Ok),

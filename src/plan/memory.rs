@@ -198,6 +198,22 @@ impl HealthMemory {
         self.lifecycle = Lifecycle::Healing;
     }
 
+    /// Called when a pass plans the node, before the counters: a heal still marked as running
+    /// then never recorded its end, because the process running it was killed (or shut down)
+    /// mid-heal. What it started may still be running on the node: a load goes on after its
+    /// client is gone, and LM Studio's listing shows no load in progress (the model just looks
+    /// missing), so healing again at once could load the model twice. The next heal waits (as a
+    /// backoff) until the interrupted heal's load would have reached its deadline; by then the
+    /// load has finished (the model is observed and nothing is done) or has failed.
+    pub fn hold_after_interrupted_heal(&mut self, cluster: &ClusterSpec) {
+        if self.lifecycle != Lifecycle::Healing {
+            return;
+        }
+        let Some(started) = self.last_heal_at else { return };
+        let until = started + cluster.heal.unload_settle.get() + cluster.heal.load_timeout.get();
+        self.next_heal_at = Some(self.next_heal_at.map_or(until, |t| t.max(until)));
+    }
+
     /// A heal succeeded: the breaker closes and the episode ends. Attempts are kept until the
     /// node has stayed healthy for a stable period (crash loops keep counting).
     pub fn heal_succeeded(&mut self, now: Timestamp) {

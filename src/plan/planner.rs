@@ -100,6 +100,7 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         let m = mem.nodes.entry(name.clone()).or_default();
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
+        m.health.hold_after_interrupted_heal(cluster);
         update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
         if let Some(t) = obs.telemetry.gpu_temp_c {
             m.last_temp_c = Some(t);
@@ -471,6 +472,29 @@ fn plan_node(
         if matches!(hold, Some(HoldReason::AttemptsExhausted { .. })) {
             go_offline(name, m, &mut np, now, cluster);
         }
+        if let Some(HoldReason::NoRemedy { why }) = &hold
+            && failing
+            && m.health.consecutive_failures >= cluster.heal.failure_threshold
+        {
+            // Unfixable by homeostat: escalate, as for an unreachable node without a restart
+            // command.
+            np.alerts.push(Alert {
+                key: format!("node/{name}/unfixable"),
+                severity: Severity::Critical,
+                node: Some(name.to_owned()),
+                summary: format!(
+                    "{name}: {}: no remedy ({why}): traffic fails over, heal it by hand",
+                    np.problems
+                        .iter()
+                        .find(|p| p.is_failure())
+                        .map(|p| p.to_string())
+                        .unwrap_or_default()
+                ),
+                suggestions: vec![format!(
+                    "fix {name} by hand; homeostat routes to it again as soon as it is healthy"
+                )],
+            });
+        }
         np.target = heal.target;
         match hold {
             None => {
@@ -540,7 +564,11 @@ fn plan_node(
         });
     }
     for (i, model) in spec.models.iter().enumerate() {
-        if !spec.is_resident(i) && obs.instances_of(&model.name).next().is_none() {
+        // Only an answering node tells what is loaded.
+        if obs.reach.is_up()
+            && !spec.is_resident(i)
+            && obs.instances_of(&model.name).next().is_none()
+        {
             np.notes.push(format!(
                 "on-demand model {} is not loaded (expected, not drift)",
                 model.name
@@ -662,10 +690,13 @@ fn choose_heal(
     let cluster = &desired.cluster;
     let down = problems
         .iter()
-        .any(|p| matches!(p, Problem::Unreachable { .. } | Problem::HeartbeatMissed { .. }));
-    if down {
+        .find(|p| matches!(p, Problem::Unreachable { .. } | Problem::HeartbeatMissed { .. }));
+    if let Some(down) = down {
+        // A silent worker may still answer its probes: say which it is.
+        let silent = matches!(down, Problem::HeartbeatMissed { .. });
+        let why = if silent { down.to_string() } else { "the node does not answer".to_owned() };
         return Some(match &spec.restart {
-            Some(r) => restart_heal(desired, spec, r, "the node does not answer"),
+            Some(r) => restart_heal(desired, spec, r, &why),
             None => {
                 if m.health.consecutive_failures >= cluster.heal.failure_threshold {
                     alerts.push(Alert {
@@ -673,8 +704,9 @@ fn choose_heal(
                         severity: Severity::Critical,
                         node: Some(name.to_owned()),
                         summary: format!(
-                            "{name} does not answer and has no restart command: traffic fails over, \
-                             heal it by hand"
+                            "{name} {} and has no restart command: traffic fails over, \
+                             heal it by hand",
+                            if silent { "sends no heartbeat" } else { "does not answer" }
                         ),
                         suggestions: vec![
                             format!("check that the server on {name} runs and listens on {}", spec.url),
@@ -761,6 +793,7 @@ fn choose_heal(
                 // each), in manifest order.
                 let mut steps = Vec::new();
                 let mut loads = Vec::new();
+                let mut blocked = None;
                 for (j, other) in spec.models.iter().enumerate().skip(i) {
                     let missing = problems.iter().find(|p| {
                         p.model() == Some(other.name.as_str())
@@ -774,6 +807,12 @@ fn choose_heal(
                         continue;
                     }
                     if obs.available.as_ref().is_some_and(|a| !a.iter().any(|x| x == &other.name)) {
+                        // Only some backends can download a model; the others need a person.
+                        if !backend_pulls(spec.backend) {
+                            blocked = Some(HoldReason::NoRemedy {
+                                why: format!("{} cannot download models", spec.backend),
+                            });
+                        }
                         steps.push(Step {
                             action: Action::Pull {
                                 model: other.name.clone(),
@@ -799,7 +838,9 @@ fn choose_heal(
                 if loads.is_empty() {
                     continue;
                 }
-                return Some(load_heal(desired, spec, obs, Intent::Load, steps, loads));
+                let mut heal = load_heal(desired, spec, obs, Intent::Load, steps, loads);
+                heal.blocked = blocked.or(heal.blocked);
+                return Some(heal);
             }
             Problem::InstanceFailed { .. }
             | Problem::StuckLoading { .. }

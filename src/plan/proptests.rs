@@ -333,7 +333,10 @@ proptest! {
         let mut now = T0;
         let mut last = None;
         let mut trace = String::new();
-        for _ in 0..8 {
+        // One heal per node and pass, and each takes up to three passes (the failure threshold,
+        // the action delay, then the act): a node with three separate problems (a stuck load, a
+        // missing resident, a model stuck in another slot) needs nine.
+        for _ in 0..12 {
             let out = run(&d, &o, &memory, now);
             trace.push_str(&super::render::render_steps(&out.plan));
             trace.push_str("----\n");

@@ -349,7 +349,6 @@ fn unreachable_node_is_restarted() {
               ! restart `systemctl restart llm`: the node does not answer: restart the server
               + load qwen (contextLength=8192, pinned): resident model after restart
               = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
-            note: on-demand model coder is not loaded (expected, not drift)
         # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
     "#]],
     );
@@ -372,7 +371,6 @@ fn unreachable_without_restart_escalates() {
           # alert critical: a does not answer and has no restart command: traffic fails over, heal it by hand
                 try: check that the server on a runs and listens on http://10.0.0.1:1234
                 try: add `restart: { command: [...] }` to the Node so homeostat can restart it
-            note: on-demand model coder is not loaded (expected, not drift)
         # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
     "#]],
     );

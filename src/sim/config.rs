@@ -131,6 +131,10 @@ pub struct NodeConfig {
     /// llama.cpp router: `--models-autoload`.
     #[serde(default = "yes")]
     pub autoload: bool,
+    /// llama.cpp router: how long an unload waits for a child that does not exit (a hung,
+    /// SIGSTOPped one) before force-killing it; the real router waits 10 s.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Dur,
     /// llama.cpp: `--metrics` (else `/metrics` is 501).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metrics: bool,
@@ -328,6 +332,9 @@ fn default_jit_ttl() -> Dur {
 fn default_keep_alive() -> Dur {
     Dur::from_secs(5 * 60)
 }
+fn default_stop_timeout() -> Dur {
+    Dur::from_secs(10)
+}
 fn default_models_max() -> u32 {
     4
 }
@@ -461,6 +468,7 @@ impl NodeConfig {
             router: false,
             models_max: default_models_max(),
             autoload: true,
+            stop_timeout: default_stop_timeout(),
             metrics: false,
             parallel: 1,
             models_ok_while_loading: false,

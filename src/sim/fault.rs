@@ -89,7 +89,9 @@ pub enum FaultKind {
     },
     /// Loaded instances stay listed as loaded and health stays 200, but chat hangs (`mode:
     /// hang`, default) or fails with HTTP 500 (`mode: error`). Unloading or restarting cures
-    /// the instance. With `on-load: true` every later load of the model is wedged too.
+    /// the instance; but a llama.cpp router cannot stop a hung child: its unload is accepted,
+    /// the model stays `loaded` and is force-killed after the node's `stop-timeout` (then
+    /// `failed`, `exit_code: 1`). With `on-load: true` every later load of the model is wedged too.
     Wedged {
         #[serde(default)]
         mode: WedgeMode,

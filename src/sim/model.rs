@@ -1177,6 +1177,16 @@ impl NodeModel {
             })
             .cloned();
         match found {
+            Some(inst) if self.cfg.router && inst.wedged == Some(WedgeMode::Hang) => {
+                // A hung child never reads the router's exit command: the router answers
+                // success, still lists it as loaded, and force-kills it after its stop timeout
+                // (then it shows `failed`, `exit_code: 1`).
+                let kill_at = now + self.cfg.stop_timeout.get();
+                if let Some(i) = self.instances.iter_mut().find(|i| i.seq == inst.seq) {
+                    i.crash_at = Some(i.crash_at.map_or(kill_at, |c| c.min(kill_at)));
+                }
+                Ok(inst)
+            }
             Some(inst) => {
                 self.unload_seq(inst.seq, now);
                 self.tick(now);

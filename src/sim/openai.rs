@@ -146,14 +146,19 @@ pub(crate) fn completion_response(
             "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        if flavor == Flavor::Ollama
-            && let Some(o) = c.as_object_mut()
-        {
-            o.insert("system_fingerprint".into(), json!("fp_ollama"));
+        let fingerprint = match flavor {
+            Flavor::Ollama => Some("fp_ollama"),
+            Flavor::Llamacpp => Some("b0-sim"),
+            Flavor::Lmstudio | Flavor::Vllm => None,
+        };
+        if let (Some(f), Some(o)) = (fingerprint, c.as_object_mut()) {
+            o.insert("system_fingerprint".into(), json!(f));
         }
         c
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    // llama-server opens its stream with `"content": null`.
+    let opening = if flavor == Flavor::Llamacpp { Value::Null } else { json!("") };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": opening}), None)];
     let words: Vec<&str> = a.text.split_inclusive(' ').collect();
     for w in &words {
         events.push(chunk(json!({"content": w}), None));

@@ -392,12 +392,16 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// Whether the request carries the node's token (always true when the node has none).
+/// Whether the request carries the node's token (always true when the node has none): as a
+/// Bearer token, or for llama-server also in `X-Api-Key` (its middleware reads both).
 pub(crate) fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
-    match &ctx.node.token {
-        None => true,
-        Some(t) => bearer(headers).is_some_and(|b| constant_time_eq(b.as_bytes(), t.as_bytes())),
+    let Some(t) = &ctx.node.token else { return true };
+    let matches = |given: &str| constant_time_eq(given.as_bytes(), t.as_bytes());
+    if bearer(headers).is_some_and(matches) {
+        return true;
     }
+    ctx.node.cfg.backend == SimBackend::Llamacpp
+        && headers.get("x-api-key").and_then(|v| v.to_str().ok()).is_some_and(matches)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -548,6 +552,10 @@ async fn serve_node(
                     },
                 }
             }
+        };
+        let resp = match node.cfg.backend {
+            SimBackend::Llamacpp => llamacpp::dress(resp),
+            _ => resp,
         };
         let resp = match mangle {
             Some(FaultKind::Truncated) => truncate(resp).await,

@@ -6,8 +6,10 @@
 //! action log, and the benchmark history (runs, champions, benchmarks asked for). It never keeps the desired state (the YAML is the source of truth; memory of a
 //! node no longer desired is removed with [`StateStore::retain_nodes`]) and never a secret.
 //!
-//! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation (a PostgreSQL
-//! one with per-node leases follows, issue #9, and runs the same contract tests).
+//! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation and
+//! [`PostgresStore`] the shared one for several reconciler replicas, with per-node leases
+//! ([`LeaseStore`], see [`lease`]) and fenced writes (issue #9). Both run the same contract tests
+//! (`tests/support/store_contract.rs`).
 //!
 //! **Synchronous, on a blocking thread.** Every method blocks on disk I/O (a commit waits for
 //! fsync). Async callers use [`blocking`] (a `spawn_blocking` wrapper) or their own
@@ -25,7 +27,9 @@
 mod action;
 mod event;
 mod journal;
+pub mod lease;
 mod lock;
+mod postgres;
 pub mod schema;
 mod sqlite;
 pub mod state_dir;
@@ -37,7 +41,12 @@ use std::sync::Arc;
 pub use action::{ActionEnd, ActionId, ActionRecord, ActionStatus, NewAction};
 pub use event::{Event, EventId, NewEvent, kinds};
 pub use journal::{JOURNAL_FILE, Journal, JournalError, Rotation, Written};
+pub use lease::{
+    Fence, Lease, LeaseKey, LeaseOptions, LeaseSet, LeaseStore, LeaseTable, Rejected, ReplicaId,
+    SoleHolder,
+};
 pub use lock::{LOCK_FILE, LockError, RunLock};
+pub use postgres::{PgOptions, PgTarget, PostgresStore, QueryStats};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
 use crate::bench::history::{Champion, RunKind, RunRecord};
@@ -143,6 +152,114 @@ pub trait StateStore: Send + Sync {
 
     /// Every node's pending benchmark request, by node.
     fn bench_due(&self) -> Result<BTreeMap<String, BenchDue>, StoreError>;
+
+    // Fenced writes (several replicas, issue #9; see `lease`). Each carries the lease it acts
+    // under; the PostgreSQL store checks it in the same statement and rejects the write with
+    // `StoreError::LeaseLost` once the lease is no longer held at that generation. The default
+    // implementations (SQLite: one process holds every lease) check only that the fence covers
+    // the write, then write unfenced.
+
+    /// As [`StateStore::save_node`] for the fence's node.
+    fn save_node_fenced(&self, fence: &Fence, memory: &NodeMemory) -> Result<(), StoreError> {
+        self.save_node(fence.require_node()?, memory)
+    }
+
+    /// As [`StateStore::save_service`], under the leader's fence.
+    fn save_service_fenced(
+        &self,
+        leader: &Fence,
+        service: &str,
+        memory: &ServiceMemory,
+    ) -> Result<(), StoreError> {
+        leader.check_leader()?;
+        self.save_service(service, memory)
+    }
+
+    /// As [`StateStore::save_cluster`], under the leader's fence.
+    fn save_cluster_fenced(
+        &self,
+        leader: &Fence,
+        memory: &ClusterMemory,
+    ) -> Result<(), StoreError> {
+        leader.check_leader()?;
+        self.save_cluster(memory)
+    }
+
+    /// As [`StateStore::save_memory`], saving each node only under its lease in `leases`, and
+    /// the services and the cluster only under the leader lease. What could not be saved (no
+    /// lease in `leases`, or lost meanwhile) is returned, not an error. PostgreSQL saves it all
+    /// in one statement; the default (SQLite) in one transaction when `leases` has the leader
+    /// lease, else one write per node.
+    fn save_memory_fenced(
+        &self,
+        leases: &LeaseSet,
+        memory: &Memory,
+    ) -> Result<Rejected, StoreError> {
+        let nodes: Vec<String> =
+            memory.nodes.keys().filter(|n| leases.fence(n).is_none()).cloned().collect();
+        let cluster = leases.leader.is_none();
+        if nodes.is_empty() && !cluster {
+            self.save_memory(memory)?;
+        } else if !cluster {
+            let held = Memory {
+                nodes: memory
+                    .nodes
+                    .iter()
+                    .filter(|(n, _)| leases.fence(n).is_some())
+                    .map(|(n, m)| (n.clone(), m.clone()))
+                    .collect(),
+                services: memory.services.clone(),
+                cluster: memory.cluster.clone(),
+            };
+            self.save_memory(&held)?;
+        } else {
+            // Not the leader: nodes only, which `save_memory` cannot express (it always saves the
+            // cluster row); one write each.
+            for (name, m) in memory.nodes.iter().filter(|(n, _)| leases.fence(n).is_some()) {
+                self.save_node(name, m)?;
+            }
+        }
+        Ok(Rejected { nodes, cluster })
+    }
+
+    /// As [`StateStore::append_event`], under the fence of the event's node (or the leader's,
+    /// which covers any event).
+    fn append_event_fenced(&self, fence: &Fence, event: NewEvent) -> Result<Appended, StoreError> {
+        fence.check_event(event.node.as_deref())?;
+        self.append_event(event)
+    }
+
+    /// As [`StateStore::begin_action`], under the fence of the action's node.
+    fn begin_action_fenced(
+        &self,
+        fence: &Fence,
+        action: &NewAction,
+    ) -> Result<ActionId, StoreError> {
+        fence.check_node(Some(&action.node))?;
+        self.begin_action(action)
+    }
+
+    /// As [`StateStore::finish_action`], under the fence of the action's node (an action of
+    /// another node is [`StoreError::ActionNotOpen`]).
+    fn finish_action_fenced(
+        &self,
+        fence: &Fence,
+        id: ActionId,
+        end: &ActionEnd,
+    ) -> Result<(), StoreError> {
+        fence.require_node()?;
+        self.finish_action(id, end)
+    }
+
+    /// As [`StateStore::close_interrupted_actions`] for the fence's node: call it on gaining a
+    /// node, to close what its previous holder left unfinished.
+    fn close_interrupted_actions_fenced(
+        &self,
+        fence: &Fence,
+        at: Timestamp,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        self.close_interrupted_actions(Some(fence.require_node()?), at)
+    }
 }
 
 /// The result of appending an event that the database stored.
@@ -303,6 +420,50 @@ pub enum StoreError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A fenced write whose lease this replica no longer holds at that generation (expired, or
+    /// taken over by another replica): the write was not made. Stop acting on what it covers.
+    #[error(
+        "lease lost: {lease} is no longer held at generation {generation}; the write was rejected"
+    )]
+    LeaseLost { lease: String, generation: i64 },
+    /// A fence used for a write it does not cover (a caller's mistake).
+    #[error("the fence of {fence} does not cover a write about {target}")]
+    WrongFence { fence: String, target: String },
+    #[error("cannot start the PostgreSQL store's runtime thread")]
+    PgRuntime {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the PostgreSQL connection URL")]
+    PgSecret {
+        #[source]
+        source: crate::secret::SecretError,
+    },
+    #[error("the PostgreSQL connection URL is invalid")]
+    PgUrl {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {target}")]
+    PgConnect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("could not {op} in the PostgreSQL database")]
+    Postgres {
+        op: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("PostgreSQL migration to schema version {version} failed")]
+    PgMigrate {
+        version: u32,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("timed out after {after:?} trying to {op} in the PostgreSQL database")]
+    PgTimeout { op: &'static str, after: std::time::Duration },
 }
 
 impl StoreError {
@@ -317,6 +478,11 @@ impl StoreError {
     /// Whether the disk (or the database's size limit) is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+
+    /// Whether a fenced write was rejected because its lease is gone.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, StoreError::LeaseLost { .. })
     }
 }
 

@@ -341,6 +341,141 @@ impl Drop for RealLlama {
     }
 }
 
+/// A real `llama-server` run the way a service manager runs one: on a fixed port, started and
+/// restarted by `tests/python/llama_ctl.py` (which kills the old process group and starts a new
+/// server in its own session). [`ManagedLlama::restart_argv`] is the restart command to give
+/// homeostat; dropping the handle kills whichever server runs at that time.
+pub struct ManagedLlama {
+    dir: tempfile::TempDir,
+    url: String,
+    restart: Vec<String>,
+}
+
+impl ManagedLlama {
+    /// How long a managed server may live (`timeout -s KILL`): nothing outlives a test for long
+    /// even if the test process is killed before dropping the handle.
+    const LIFETIME_S: u32 = 600;
+
+    /// Starts `llama-server` with the defaults of [`RealLlama::spawn`] on a free port plus
+    /// `args`, and waits until `/health` answers 200.
+    pub async fn start(deps: &Deps, args: &[&str]) -> Result<ManagedLlama, StartError> {
+        let fail = |what: String| StartError { what, log_tail: String::new() };
+        let dir = tempfile::tempdir().map_err(|e| fail(format!("a state directory: {e}")))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| fail(format!("finding a free port: {e}")))?
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/llama_ctl.py");
+        let mut restart: Vec<String> = vec![
+            deps.python.display().to_string(),
+            script.display().to_string(),
+            "restart".into(),
+            dir.path().display().to_string(),
+            port.to_string(),
+            Self::LIFETIME_S.to_string(),
+            "--".into(),
+            deps.llama_server.display().to_string(),
+        ];
+        let port_text = port.to_string();
+        let defaults = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_text,
+            "--threads",
+            "1",
+            "--ctx-size",
+            "1024",
+            "--parallel",
+            "2",
+        ];
+        restart.extend(defaults.iter().chain(args).map(|arg| (*arg).to_string()));
+        let server = ManagedLlama { dir, url: format!("http://127.0.0.1:{port}"), restart };
+        let (program, rest) = server.restart.split_first().expect("the argv has a program");
+        let status = Command::new(program)
+            .args(rest)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| fail(format!("running llama_ctl.py: {e}")))?;
+        if !status.success() {
+            return Err(server.start_error(format!("llama_ctl.py restart exited with {status}")));
+        }
+        server.wait_healthy(START_TIMEOUT).await?;
+        Ok(server)
+    }
+
+    /// The restart command (argv): kills the running server and starts a new one on the port.
+    pub fn restart_argv(&self) -> &[String] {
+        &self.restart
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT` (the same across restarts).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process group of the current server (`timeout`'s PID; the server is its child).
+    pub fn group(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("server.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// Every process of the current server: the server (router), and its children in router mode.
+    pub fn descendants(&self) -> Vec<ProcInfo> {
+        self.group().map(descendants).unwrap_or_default()
+    }
+
+    /// PID of the router child serving `model` (its `--alias`), if one is running.
+    pub fn child_pid(&self, model: &str) -> Option<u32> {
+        self.descendants()
+            .into_iter()
+            .find(|process| process.alias.as_deref() == Some(model))
+            .map(|process| process.pid)
+    }
+
+    /// Everything the servers printed so far, restarts included.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Polls `/health` until it answers 200.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), StartError> {
+        let http = Http::new();
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/health", self.url);
+        loop {
+            if let Ok(reply) = http.try_get(&url, None).await
+                && reply.status == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    self.start_error(format!("/health did not answer 200 within {timeout:?}"))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn start_error(&self, what: String) -> StartError {
+        StartError { what, log_tail: tail(&self.log(), 4000).to_string() }
+    }
+}
+
+impl Drop for ManagedLlama {
+    fn drop(&mut self) {
+        if let Some(group) = self.group() {
+            let victims = descendants(group);
+            signal_group(group, "KILL");
+            for victim in &victims {
+                signal(victim.pid, "KILL");
+            }
+        }
+    }
+}
+
 fn collect_log(pipe: Box<dyn Read + Send>, log: &Mutex<String>, port: &Mutex<Option<u16>>) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
@@ -494,10 +629,17 @@ fn run_kill(args: &[&str]) -> bool {
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every response header (for the conformance of the headers that matter).
+    pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
+    /// A response header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
     /// The body as JSON; panics (showing the body) if it is not JSON.
     #[track_caller]
     pub fn json(&self) -> Value {
@@ -583,6 +725,22 @@ impl Http {
         read_reply(request.send().await?).await
     }
 
+    /// POST a raw body as `application/json` with a Bearer key.
+    pub async fn try_post_raw_with_key(
+        &self,
+        url: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<Reply, reqwest::Error> {
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        read_reply(request.send().await?).await
+    }
+
     /// GET that must get an answer.
     #[track_caller]
     pub fn get<'a>(&'a self, url: &'a str) -> impl Future<Output = Reply> + 'a {
@@ -634,8 +792,9 @@ async fn read_reply(response: reqwest::Response) -> Result<Reply, reqwest::Error
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
+    let headers = response.headers().clone();
     let body = response.text().await?;
-    Ok(Reply { status, content_type, body })
+    Ok(Reply { status, content_type, headers, body })
 }
 
 /// JSON shapes: the paths of a value and the JSON types found at each.
