@@ -262,11 +262,13 @@ async fn demo(a: DemoArgs) -> anyhow::Result<u8> {
 
     intro(&sim, &manifests, &addr, pace);
     let mut n = Narrator::new(&addr, start, hook.clone(), pace.poll)?;
-    let outcome = tokio::select! {
-        r = script(&mut n, &sim, pace) => Some(r?),
-        _ = tokio::signal::ctrl_c() => None,
+    // Filled as the script goes, so that Ctrl-C still reports what happened so far.
+    let mut results = Vec::new();
+    let finished = tokio::select! {
+        r = script(&mut n, &sim, pace, &mut results) => { r?; true }
+        _ = tokio::signal::ctrl_c() => false,
     };
-    let mut interrupted = outcome.is_none();
+    let mut interrupted = !finished;
     if a.forever && !interrupted {
         forever(&mut n, &sim, &addr).await;
         interrupted = true;
@@ -286,7 +288,6 @@ async fn demo(a: DemoArgs) -> anyhow::Result<u8> {
     sim.stop().await;
     hook.stop();
 
-    let results = outcome.unwrap_or_default();
     Ok(summary(&results, &hook, interrupted, a.forever))
 }
 
@@ -531,9 +532,13 @@ fn intro(sim: &SimCluster, manifests: &Path, addr: &str, p: &Pace) {
 
 /// Runs the script: waits for the daemon to be ready, then injects each fault and waits until it
 /// is healed (or the limit passes).
-async fn script(n: &mut Narrator, sim: &SimCluster, p: &Pace) -> anyhow::Result<Vec<FaultResult>> {
+async fn script(
+    n: &mut Narrator,
+    sim: &SimCluster,
+    p: &Pace,
+    results: &mut Vec<FaultResult>,
+) -> anyhow::Result<()> {
     n.wait_ready(Duration::from_secs(30)).await?;
-    let mut results = Vec::new();
     for (i, f) in SCRIPT.iter().enumerate() {
         if i > 0 {
             n.idle(p.pause).await;
@@ -545,6 +550,7 @@ async fn script(n: &mut Narrator, sim: &SimCluster, p: &Pace) -> anyhow::Result<
         let mark = n.seen.len();
         node.inject((f.fault)());
         n.line("inject", f.node, f.what);
+        results.push(FaultResult { node: f.node, title: f.title, healed_after: None });
         let healed = match f.cure {
             Cure::Heal => heal_fault(n, &node, mark, p).await,
             Cure::RouteAround => heat_fault(n, &node, mark, p).await,
@@ -568,15 +574,13 @@ async fn script(n: &mut Narrator, sim: &SimCluster, p: &Pace) -> anyhow::Result<
             );
             node.clear_faults();
         }
-        results.push(FaultResult {
-            node: f.node,
-            title: f.title,
-            healed_after: healed.then_some(took),
-        });
+        if let Some(r) = results.last_mut() {
+            r.healed_after = healed.then_some(took);
+        }
     }
     // Late events (the last routes, alerts resolved) belong to the story.
     n.idle(p.pause.max(Duration::from_millis(300))).await;
-    Ok(results)
+    Ok(())
 }
 
 /// Waits for a verified heal of the node, the node healthy and serving its model in the
@@ -680,6 +684,9 @@ fn summary(results: &[FaultResult], hook: &Webhook, interrupted: bool, forever: 
     for (i, r) in results.iter().enumerate() {
         let how = match r.healed_after {
             Some(d) => format!("healed in {:.1} s", d.as_secs_f64()),
+            None if interrupted && !forever && i + 1 == results.len() => {
+                "interrupted before it healed".to_owned()
+            }
             None => "NOT healed".to_owned(),
         };
         println!("  {}. {:<13} {:<28} {how}", i + 1, r.node, r.title);

@@ -370,8 +370,8 @@ pub struct Balance {
 ///   absorb, up to `share + slack`: nodes nobody else will take this round (e.g. a dead
 ///   replica's, while its heartbeat has not yet expired) do not stay orphaned.
 /// - It gives back whatever it holds above `share + slack` (replicas joined, nodes removed), and
-///   above floor(`total` / `live`), what the others' shortfall needs beyond the free nodes (so
-///   with an uneven total, holdings end up differing by at most one).
+///   above the floor share (`total / live`), what the others' shortfall below that floor
+///   (`deficit`) needs beyond the free nodes.
 ///
 /// A replica never claims and gives back in the same round, and it gives back nodes above the
 /// rounded-down share only for a shortfall or beyond the slack, so holdings settle instead of
@@ -386,8 +386,8 @@ pub fn balance(total: u32, live: u32, held: u32, free: u32, deficit: u32, slack:
     } else {
         0
     };
-    // With an uneven total a replica at its (rounded-up) share still gives one back to a replica
-    // below the rounded-down one, so holdings differ by at most one.
+    // The shortfall is counted below the floor share (`total / live`): with an uneven total
+    // some replicas hold `share` and some `share - 1`, and neither owes the other a node.
     let floor = total / live.max(1);
     let needed = if deficit > free { held.saturating_sub(floor).min(deficit - free) } else { 0 };
     let give_back = held.saturating_sub(cap).max(needed);

@@ -229,7 +229,7 @@ impl LeaseStore for PostgresStore {
             let total = count(names.len());
             let free = total.saturating_sub(valid_total);
             let held = count(renewed.len());
-            // Short: below the rounded-down share (see `balance`).
+            // The other live replicas' shortfall below the floor share (see `balance`).
             let floor = total / live.max(1);
             let deficit: u32 =
                 held_by.iter().filter(|(l, _)| *l).map(|(_, n)| floor.saturating_sub(*n)).sum();
