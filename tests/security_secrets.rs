@@ -450,7 +450,7 @@ async fn the_daemon_never_leaks_a_secret() {
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
-        r.body(format!(r#"{{"reason": "maintenance"}}"#))
+        r.body(r#"{"reason": "maintenance"}"#)
     };
     for (label, token, want) in [
         ("no token", None, 401),
