@@ -14,7 +14,7 @@ root="$(dirname "$here")"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(manifest lmstudio ollama openai llamacpp prometheus)
+    targets=(manifest lmstudio ollama openai llamacpp prometheus api)
 fi
 
 seed() {
@@ -29,6 +29,13 @@ seed() {
         openai) cp "$root"/tests/fixtures/observe/vllm_* "$root"/tests/fixtures/observe/llamacpp_chat.json "$dir"/ ;;
         llamacpp) cp "$root"/tests/fixtures/observe/llamacpp_* "$dir"/ ;;
         prometheus) cp "$root"/tests/fixtures/observe/vllm_metrics.txt "$dir"/ ;;
+        # Method, path (a digit picks a known endpoint), header lines, empty line, body.
+        api)
+            printf 'GET\n3?actions=5\n' >"$dir/status"
+            printf 'GET\n4?since=0&limit=10\n' >"$dir/events"
+            printf 'POST\n7\nauth\ncontent-type: application/json\n\n{"reason":"x"}' >"$dir/cordon"
+            printf 'POST\n6\nbad-auth\n\n{"node":"n1"}' >"$dir/heartbeat"
+            printf 'DELETE\n/api/v1/nodes/%%ff/cordon\n' >"$dir/delete" ;;
     esac
     # Files with the same name in different folders overwrite each other: fine for seeds.
 }

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/daemon_util.rs"]
+mod daemon_util;
 #[path = "support/harness.rs"]
 mod harness;
 #[path = "support/once_util.rs"]
@@ -202,4 +204,45 @@ async fn wall_clock_jumps_neither_skip_nor_stall_a_cool_down() {
     let now = runs.run(wall, uptime).await;
     assert!(now >= until, "steady now {now} is past the cool-down (until {until})");
     assert!(runs.loads() > loads_when_opened, "the half-open trial load was sent");
+}
+
+/// The daemon anchors its clock like `--once` (`SteadyClock::start`): when a previous run in this
+/// boot left its `now` a day ahead of the wall clock, the daemon continues from it (its events
+/// and status are stamped after that `now`, not at the wall clock's time, so remembered cool-downs
+/// are neither skipped nor stretched), and it rewrites the anchor for the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_continues_from_the_previous_runs_clock() {
+    use homeostat::time::CLOCK_FILE;
+    let h = harness::Harness::start(SIM, |sim| {
+        let node = once_util::lm_node(
+            "b",
+            &sim.url("b").unwrap(),
+            "16GiB",
+            &["{ name: org/broken, size: 2GiB, contextLength: 4096 }"],
+            &[],
+        );
+        format!("{CLUSTER}---\n{node}")
+    })
+    .await;
+    let dir = h.state_dir();
+    homeostat::store::state_dir::prepare(&dir).unwrap();
+    let _ = SteadyClock::start(&dir);
+    let file = dir.join(CLOCK_FILE);
+    let anchor: ClockAnchor = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let ahead = Timestamp(anchor.at.0 + DAY);
+    let previous = ClockAnchor { at: ahead, ..anchor };
+    std::fs::write(&file, serde_json::to_vec(&previous).unwrap()).unwrap();
+
+    let d = daemon_util::Daemon::start(&h.manifests(), &dir).await;
+    let started = d.events_of_kind("daemon.started").await;
+    let status = d.status().await;
+    d.stop().await.unwrap();
+    let started_at = started.first().expect("a daemon.started event")["at"].as_str().unwrap();
+    // Same fixed-width RFC 3339 format: the strings compare as the times do.
+    assert!(started_at >= ahead.rfc3339().as_str(), "{started_at} < {}", ahead.rfc3339());
+    let status_at = status["at"].as_str().unwrap();
+    assert!(status_at >= ahead.rfc3339().as_str(), "status at {status_at}");
+    let rewritten: ClockAnchor = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(rewritten.at >= ahead, "the daemon rewrote the anchor from its own now");
+    assert!(rewritten.uptime_ms >= previous.uptime_ms);
 }

@@ -344,3 +344,231 @@ async fn commands_are_argv_never_a_shell_string() {
     assert!(matches!(err, command::CommandError::Spawn { .. }), "{err:?}");
     assert_not_pwned(tmp.path());
 }
+
+/// The API's bearer token.
+const S_API: &str = "sEcReT-api-8e7d6c5b4a392817";
+
+/// The daemon (the real binary, trace logs) with every secret of the test above plus the API
+/// token, and the webhook pointing at a loopback receiver: no API answer (`/api/v1/status`,
+/// events, routes, `/metrics`, health), no webhook delivery (headers and body), no log line and
+/// no file of the state directory holds a secret. Mutating calls without the token, or with a
+/// wrong one, are refused with a JSON error that does not echo the token sent; with the right
+/// token they succeed without echoing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_never_leaks_a_secret() {
+    let echo = hostile::serve(|path| {
+        if path == "/api/v1/models" {
+            hostile::json(200, r#"{"models":[{"key":"qwen/qwen3-8b","loaded_instances":[]}]}"#)
+        } else if path.starts_with("/api/v1/models/load") {
+            hostile::json(
+                500,
+                &format!(
+                    r#"{{"error":{{"message":"bad request from Bearer {S_ECHO}","type":"x"}}}}"#
+                ),
+            )
+        } else {
+            hostile::normal(path)
+        }
+    })
+    .await;
+    let hook = Receiver::start().await;
+    let echo_url = echo.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let h = Harness::start(SIM, |sim| {
+        manifests(&work, sim, &echo_url).replacen(
+            "  massFailure:",
+            "  api: { tokenFrom: { env: HOMEOSTAT_TEST_API_TOKEN } }\n  massFailure:",
+            1,
+        )
+    })
+    .await;
+    let log = work.join("daemon.log");
+    let mut c = h.command(&["reconcile", "--listen", "127.0.0.1:0", "-vv"]);
+    c.env("HOMEOSTAT_TEST_TOKEN_A", S_ENV)
+        .env("HOMEOSTAT_TEST_TOKEN_WRONG", S_WRONG)
+        .env("HOMEOSTAT_TEST_TOKEN_ECHO", S_ECHO)
+        .env("HOMEOSTAT_TEST_HOOK", format!("{}/hook/{S_HOOK}", hook.url()))
+        .env("HOMEOSTAT_TEST_OTHER", S_OTHER)
+        .env("HOMEOSTAT_TEST_API_TOKEN", S_API)
+        .env("HOMEOSTAT_LOG", "trace")
+        .stdout(std::fs::File::create(work.join("daemon.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = c.spawn().expect("homeostat starts");
+    let addr_file = h.state_dir().join(homeostat::daemon::API_ADDR_FILE);
+    let start = std::time::Instant::now();
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file)
+            && !a.trim().is_empty()
+        {
+            break a.trim().to_owned();
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the daemon exited ({st}): {}", std::fs::read_to_string(&log).unwrap());
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = |p: &str| format!("http://{addr}{p}");
+
+    // Let it heal, fail, escalate and notify: a webhook delivery arrives.
+    let delivered = harness::wait_for(Duration::from_secs(30), || {
+        hook.requests().iter().any(|r| r.starts_with("POST /hook/"))
+    })
+    .await;
+    assert!(delivered, "a webhook delivery arrived: {}", std::fs::read_to_string(&log).unwrap());
+    let healed = harness::wait_for(Duration::from_secs(20), || {
+        h.node("envnode").state().instances.iter().any(|i| i.model == "qwen/qwen3-8b")
+    })
+    .await;
+    assert!(healed, "envnode was healed with its token");
+
+    // Every read endpoint.
+    let mut answers: Vec<(String, u16, String)> = Vec::new();
+    for p in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/status?actions=100",
+        "/api/v1/routes",
+        "/api/v1/events?since=0&limit=1000",
+        "/api/v1/nosuch",
+    ] {
+        let r = client.get(url(p)).send().await.unwrap();
+        let code = r.status().as_u16();
+        answers.push((format!("GET {p}"), code, r.text().await.unwrap()));
+    }
+    let status: serde_json::Value = serde_json::from_str(&answers[3].2).unwrap();
+    assert!(status["nodes"]["wrongnode"].to_string().contains("401"), "{status}");
+    assert!(answers[5].2.contains("action.started"), "events are listed: {}", answers[5].2);
+    assert!(answers[2].2.contains("homeostat_"), "metrics are served");
+
+    // Mutating calls: refused without the token or with a wrong one, never echoing it.
+    let post = |p: &str, token: Option<&str>| {
+        let mut r = client.post(url(p)).header("content-type", "application/json");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.body(r#"{"reason": "maintenance"}"#)
+    };
+    for (label, token, want) in [
+        ("no token", None, 401),
+        ("wrong token", Some(S_WRONG), 401),
+        ("token of a node", Some(S_ENV), 401),
+        ("right token", Some(S_API), 200),
+    ] {
+        for p in ["/api/v1/nodes/envnode/cordon", "/api/v1/nodes/envnode/uncordon"] {
+            let r = post(p, token).send().await.unwrap();
+            let code = r.status().as_u16();
+            let headers = format!("{:?}", r.headers());
+            let body = r.text().await.unwrap();
+            assert_eq!(code, want, "{label} POST {p}: {body}");
+            if want == 401 {
+                let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert!(err["error"].is_string(), "a JSON error: {body}");
+            }
+            answers.push((format!("{label} POST {p} {headers}"), code, body));
+        }
+    }
+    let r = post("/api/v1/reload", Some(S_WRONG)).send().await.unwrap();
+    answers.push(("wrong token reload".into(), r.status().as_u16(), r.text().await.unwrap()));
+    // A token in a header other than Authorization or in a malformed one is not accepted either.
+    let r = client
+        .post(url("/api/v1/reload"))
+        .header("authorization", format!("Token {S_API}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    answers.push(("scheme Token".into(), 401, r.text().await.unwrap()));
+
+    // Graceful stop, then every byte the daemon wrote is checked.
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+    let stopped = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(stopped.success(), "the daemon stopped cleanly: {stopped}");
+    let logs = std::fs::read_to_string(&log).unwrap()
+        + &std::fs::read_to_string(work.join("daemon.out")).unwrap();
+    assert!(logs.len() > 10_000, "trace logs were written");
+    assert!(logs.contains("homeostat daemon started"), "the daemon's log was captured");
+
+    for (what, _, body) in &answers {
+        for s in SECRETS.iter().chain([&S_API]) {
+            assert!(!body.contains(s), "{what}: the answer holds {s}:\n{body}");
+            assert!(!what.contains(s), "{what}: the headers hold {s}");
+        }
+    }
+    for s in SECRETS.iter().chain([&S_API]) {
+        assert!(!logs.contains(s), "the daemon's log holds {s}");
+    }
+    // Deliveries: the hook's own URL carries its secret (it is where the operator sent it);
+    // nothing else in the request (headers, body) does, nor any other secret.
+    let deliveries = hook.requests();
+    assert!(!deliveries.is_empty());
+    for d in &deliveries {
+        let (line, rest) = d.split_once('\n').unwrap_or((d, ""));
+        assert!(line.contains(S_HOOK), "{line}");
+        for s in SECRETS.iter().chain([&S_API]) {
+            assert!(!rest.contains(s), "a webhook delivery holds {s}:\n{d}");
+        }
+        assert!(!line.contains(S_API) && !line.contains(S_ENV), "{line}");
+    }
+    for f in files_under(&h.state_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for s in SECRETS.iter().chain([&S_API]) {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds {s}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// A loopback webhook receiver that records each request whole: its line, headers and body.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use axum::http::{HeaderMap, Method, Uri};
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = got.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    let mut r = format!("{method} {uri}\n");
+                    for (k, v) in &headers {
+                        r.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+                    }
+                    r.push('\n');
+                    r.push_str(&String::from_utf8_lossy(&body));
+                    keep.lock().unwrap().push(r);
+                    "{}"
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.got.lock().unwrap().clone()
+    }
+}

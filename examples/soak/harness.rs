@@ -1,15 +1,21 @@
 //! Soak/chaos harness (issue 8, item 1), shared by `examples/soak` (long runs, prints a report)
 //! and `tests/soak.rs` (a small seeded run in CI).
 //!
-//! It drives the real reconcile pass (`daemon::pass::run_pass`, what `reconcile --once` runs
-//! each time and the daemon per activation) in a loop against a simulated cluster of lmstudio
-//! and ollama nodes with a seeded random fault timeline (crashes, wedged models, failing loads,
-//! OOM, HTTP 500s, slow and malformed answers, hot GPUs, swap, restarts, overlapping), with a
-//! SQLite store and millisecond durations, and checks invariants after every cycle:
-//! every fault is healed or escalated within a bound; no load of a loaded model without its
-//! unload first; no healing action at or above the hands-off temperature; no heal while the
-//! mass-failure hold is on; no two actions on one node at once; the event log and the store
-//! agree.
+//! It runs the real daemon (`daemon::run`, in-process: node tasks, API, store, persister,
+//! notifications) against a simulated cluster of lmstudio and ollama nodes with a seeded random
+//! fault timeline (every kind of the simulator's but the leaks and heartbeats: crashes, wedged
+//! models, failing and stuck loads, OOM, HTTP 500s, slow, hung, truncated, oversized and
+//! malformed answers, wrong answers, hot GPUs, Xid errors, swap, down, restarts; overlapping), with a SQLite store and millisecond
+//! durations. A cycle is one reconcile interval: faults are injected, then the daemon's
+//! `/api/v1/status` is read. Invariants:
+//! - every fault is healed or escalated (breaker open, critical alert) within a bound;
+//! - no load of a loaded model without its unload first, no node-touching action at or above
+//!   the hands-off temperature, none while the mass-failure hold is on: checked per pass, from
+//!   what the status showed of the pass (its observation and held steps, published before it
+//!   acts) against the actions the store recorded under that pass's correlation id;
+//! - no two actions on one node at once; no storm (actions per node bounded per fault);
+//! - the event log (events.jsonl), the store and the API agree;
+//! - the daemon stops within its grace, leaves no task behind, and its memory stays bounded.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -18,14 +24,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use homeostat::daemon::pass::{PassEnv, PassReport, run_pass};
-use homeostat::observe::{Http, HttpConfig};
-use homeostat::plan::step::Action;
+use homeostat::daemon::{API_ADDR_FILE, DaemonConfig, DaemonOptions};
 use homeostat::sim::{Fault, SimCluster};
 use homeostat::store::{EventId, JOURNAL_FILE, RunLock, SqliteStore, StateStore};
-use homeostat::time::{Clock, MonotonicClock};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
@@ -36,6 +39,13 @@ pub struct SoakConfig {
     pub fault_rate: f64,
     /// Cycles within which a fault must be healed or escalated.
     pub bound_cycles: usize,
+    /// At this cycle most nodes (three in four) fail at once: the mass-failure hold must come
+    /// on and hold every node-touching action until the faults are cleared (as an operator
+    /// would, once told), after which the nodes heal.
+    pub mass_at: Option<usize>,
+    /// One cycle: the daemon's reconcile interval, and how often the harness injects faults
+    /// and reads the status.
+    pub cycle: Duration,
 }
 
 /// What a soak run did, and every invariant it saw broken.
@@ -57,6 +67,22 @@ pub struct SoakReport {
     pub rss_end_kib: u64,
     pub events: u64,
     pub max_actions_one_node: u64,
+    /// RSS after the first fifth of the run (warm caches, every node seen).
+    pub rss_warm_kib: u64,
+    /// Tokio tasks alive: before the daemon started, the most while it ran, after it stopped.
+    pub tasks_before: usize,
+    pub tasks_max: usize,
+    pub tasks_after: usize,
+    /// Passes whose observation the status showed (and whose actions were checked).
+    pub passes_seen: u64,
+    /// Status reads in which the mass-failure hold was on.
+    pub mass_hold_cycles: u64,
+    /// Nodes failed by the mass event, and checked passes that held steps for it.
+    pub mass_injected: u64,
+    pub passes_under_hold: u64,
+    /// Node-touching actions the checked passes took.
+    pub actions_checked: u64,
+    pub shutdown_ms: u64,
     pub violations: Vec<String>,
 }
 
@@ -96,9 +122,25 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "  RSS                    {} KiB -> {} KiB",
-            self.rss_start_kib, self.rss_end_kib
+            "  RSS                    start {} KiB, warm {} KiB, end {} KiB",
+            self.rss_start_kib, self.rss_warm_kib, self.rss_end_kib
         )?;
+        writeln!(
+            f,
+            "  tokio tasks            before {}, max while running {}, after stop {}",
+            self.tasks_before, self.tasks_max, self.tasks_after
+        )?;
+        writeln!(
+            f,
+            "  passes checked         {} ({} node actions checked)",
+            self.passes_seen, self.actions_checked
+        )?;
+        writeln!(
+            f,
+            "  mass failure           {} nodes at once; hold seen in {} reads, {} passes held",
+            self.mass_injected, self.mass_hold_cycles, self.passes_under_hold
+        )?;
+        writeln!(f, "  graceful shutdown      {} ms", self.shutdown_ms)?;
         writeln!(f, "  events written         {}", self.events)?;
         writeln!(f, "  invariant violations   {}", self.violations.len())?;
         for v in self.violations.iter().take(20) {
@@ -125,6 +167,7 @@ apiVersion: homeostat.dev/v1
 kind: Cluster
 metadata: { name: soak }
 spec:
+  reconcileInterval: INTERVAL
   probe: { timeout: 300ms, localTimeout: 300ms, retryDelay: 5ms }
   heal:
     failureThreshold: 2
@@ -168,8 +211,8 @@ fn sim_yaml(n: usize) -> String {
     )
 }
 
-fn manifests(sim: &SimCluster) -> String {
-    let mut docs = vec![CLUSTER.to_owned()];
+fn manifests(sim: &SimCluster, cycle: Duration) -> String {
+    let mut docs = vec![CLUSTER.replace("INTERVAL", &format!("{}ms", cycle.as_millis().max(1)))];
     for node in sim.nodes() {
         let (backend, model) = match node.backend() {
             homeostat::sim::SimBackend::Ollama => model_of(true),
@@ -188,7 +231,7 @@ fn manifests(sim: &SimCluster) -> String {
 /// A random fault for a node serving `model`; faults that end by themselves carry `for`.
 fn random_fault(rng: &mut StdRng, model: &str) -> (&'static str, serde_json::Value) {
     let ms = |rng: &mut StdRng| format!("{}ms", rng.random_range(20..200));
-    match rng.random_range(0..11) {
+    match rng.random_range(0..18) {
         0 | 1 => ("model-crash", json!({"kind": "model-crash", "model": model})),
         2 => ("wedged", json!({"kind": "wedged", "mode": "error"})),
         3 => ("load-fails", json!({"kind": "load-fails", "for": ms(rng)})),
@@ -198,6 +241,13 @@ fn random_fault(rng: &mut StdRng, model: &str) -> (&'static str, serde_json::Val
         7 => ("malformed", json!({"kind": "malformed", "times": 2})),
         8 => ("hot", json!({"kind": "hot", "celsius": 95.0, "for": ms(rng)})),
         9 => ("swap", json!({"kind": "swap", "bytes": "9GiB", "for": ms(rng)})),
+        10 => ("down", json!({"kind": "down", "for": ms(rng)})),
+        11 => ("hang", json!({"kind": "hang", "for": ms(rng)})),
+        12 => ("truncated", json!({"kind": "truncated", "times": rng.random_range(1..4)})),
+        13 => ("oversized", json!({"kind": "oversized", "bytes": "20MiB", "times": 2})),
+        14 => ("wrong-answers", json!({"kind": "wrong-answers", "for": ms(rng)})),
+        15 => ("hold-loads", json!({"kind": "hold-loads", "for": ms(rng)})),
+        16 => ("xid", json!({"kind": "xid", "code": 79, "for": ms(rng)})),
         _ => ("restart", json!({"kind": "restart", "down": "30ms"})),
     }
 }
@@ -205,6 +255,58 @@ fn random_fault(rng: &mut StdRng, model: &str) -> (&'static str, serde_json::Val
 struct Open {
     at: Instant,
     cycle: usize,
+}
+
+/// What the status showed of one pass (its observation and plan are published together, before
+/// it acts).
+#[derive(Debug, Default)]
+struct PassSeen {
+    hot: Option<f64>,
+    mass_hold: bool,
+    loaded: Vec<String>,
+}
+
+fn tasks_alive() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+async fn get_json(c: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let r = c.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let code = r.status().as_u16();
+    let v: Value = r.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if code == 200 { Ok(v) } else { Err(format!("GET {url}: {code} {v}")) }
+}
+
+/// The correlation id of the pass whose observation `node` (a status entry) shows, if the
+/// status says which: the pass running now when it has planned already, else the last one.
+fn pass_shown(node: &Value) -> Option<String> {
+    let check = node["lastCheck"].as_str()?;
+    let pass = &node["pass"];
+    if let Some(r) = pass.get("running") {
+        // Not yet planned: the observation shown is an older pass's, which one is unknown.
+        return (check >= r["since"].as_str()?)
+            .then(|| r["correlation"].as_str().map(String::from))?;
+    }
+    let last = pass.get("last")?;
+    (check >= last["started"].as_str()?).then(|| last["correlation"].as_str().map(String::from))?
+}
+
+fn daemon_options() -> DaemonOptions {
+    DaemonOptions {
+        resync: Duration::from_secs(3600),
+        debounce: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(10),
+        notify_grace: Duration::from_millis(200),
+        ..DaemonOptions::default()
+    }
 }
 
 /// Runs the soak and returns its report (violations inside; the caller decides).
@@ -216,16 +318,11 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
     let mdir = dir.path().join("manifests");
     let state = dir.path().join("state");
     std::fs::create_dir_all(&mdir).unwrap();
-    std::fs::write(mdir.join("all.yaml"), manifests(&sim)).unwrap();
+    std::fs::write(mdir.join("all.yaml"), manifests(&sim, cfg.cycle)).unwrap();
     let desired = homeostat::desired::load_dir(&mdir).expect("the soak manifests are valid").state;
-    homeostat::store::state_dir::prepare(&state).unwrap();
-    let lock = RunLock::try_acquire(&state).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&lock).unwrap().store);
-    let http = Http::new(&HttpConfig::default()).unwrap();
-    let clock = MonotonicClock::start();
     let hands_off = desired.cluster.thermal.hands_off_at.0;
+    let max_attempts = u64::from(desired.cluster.heal.max_attempts);
 
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut report = SoakReport {
         nodes: cfg.nodes,
         cycles: cfg.cycles,
@@ -233,9 +330,61 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
         rss_start_kib: rss_start,
         ..Default::default()
     };
+    report.tasks_before = tasks_alive();
+
+    // The daemon, in this process, on a free loopback port.
+    let config = DaemonConfig {
+        manifests: mdir.clone(),
+        state_dir: state.clone(),
+        listen: Some("127.0.0.1:0".into()),
+        options: daemon_options(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(homeostat::daemon::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    let waited = Instant::now();
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(state.join(API_ADDR_FILE))
+            && !a.trim().is_empty()
+        {
+            break a.trim().to_owned();
+        }
+        assert!(!daemon.is_finished(), "the daemon stopped at start");
+        assert!(waited.elapsed() < Duration::from_secs(60), "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let http = client();
+    let status_url = format!("http://{addr}/api/v1/status?actions=0");
+    loop {
+        let ready = http.get(format!("http://{addr}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(120), "the daemon never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut open: BTreeMap<String, Open> = BTreeMap::new();
+    let mut faults_on: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String), PassSeen> = BTreeMap::new();
+    let mut mass_nodes: Vec<String> = Vec::new();
+    let mut mass_reads = 0;
     let started = Instant::now();
     for cycle in 0..cfg.cycles {
+        if cfg.mass_at == Some(cycle) {
+            for node in sim.nodes() {
+                if !open.contains_key(node.name()) && rng.random_bool(0.75) {
+                    // Unreachable, state kept: what homeostat's own network failing looks like.
+                    node.inject(Fault::from_value(json!({"kind": "down"})).unwrap());
+                    report.mass_injected += 1;
+                    *faults_on.entry(node.name().to_owned()).or_default() += 1;
+                    open.insert(node.name().to_owned(), Open { at: Instant::now(), cycle });
+                    mass_nodes.push(node.name().to_owned());
+                }
+            }
+        }
         for node in sim.nodes() {
             if !open.contains_key(node.name()) && rng.random_bool(cfg.fault_rate) {
                 let (_, model) = match node.backend() {
@@ -245,35 +394,82 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
                 let (kind, v) = random_fault(&mut rng, model);
                 node.inject(Fault::from_value(v).expect("a valid fault"));
                 *report.faults_by_kind.entry(kind).or_default() += 1;
+                *faults_on.entry(node.name().to_owned()).or_default() += 1;
                 report.injected += 1;
                 open.insert(node.name().to_owned(), Open { at: Instant::now(), cycle });
             }
         }
-        let env = PassEnv {
-            desired: &desired,
-            http: &http,
-            store: store.clone(),
-            clock: &clock,
-            state_dir: &state,
-            correlation: format!("soak-{cycle}"),
-            cancel: tokio_util::sync::CancellationToken::new(),
-        };
-        let pass = match run_pass(&env).await {
-            Ok(p) => p,
+        tokio::time::sleep(cfg.cycle).await;
+        report.tasks_max = report.tasks_max.max(tasks_alive());
+        if cycle == cfg.cycles / 5 {
+            report.rss_warm_kib = rss_kib();
+        }
+        let status = match get_json(&http, &status_url).await {
+            Ok(s) => s,
             Err(e) => {
-                report.violations.push(format!("cycle {cycle}: the pass failed: {e}"));
+                report.violations.push(format!("cycle {cycle}: the status failed: {e}"));
                 continue;
             }
         };
-        check_pass(cycle, &pass, hands_off, &mut report);
-        for (name, np) in &pass.plan.nodes {
+        if status.get("massFailure").is_some() {
+            report.mass_hold_cycles += 1;
+            mass_reads += 1;
+        }
+        // The operator, told by the mass-failure alert, fixes the cause: the clock of each
+        // node's bound starts again then.
+        if let Some(at) = cfg.mass_at
+            && !mass_nodes.is_empty()
+            && (mass_reads >= 5 || cycle > at + cfg.bound_cycles)
+        {
+            if mass_reads == 0 {
+                report.violations.push(format!(
+                    "cycle {cycle}: {} of {} nodes failed at once and no mass-failure hold came on",
+                    mass_nodes.len(),
+                    cfg.nodes
+                ));
+            }
+            for name in mass_nodes.drain(..) {
+                if let Some(s) = sim.node(&name) {
+                    s.clear_faults();
+                }
+                open.insert(name, Open { at: Instant::now(), cycle });
+            }
+        }
+        let critical: Vec<&str> = status["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["severity"] == "critical")
+            .filter_map(|a| a["node"].as_str())
+            .collect();
+        let Some(nodes) = status["nodes"].as_object() else {
+            report.violations.push(format!("cycle {cycle}: the status has no nodes: {status}"));
+            continue;
+        };
+        for (name, n) in nodes {
+            if let Some(corr) = pass_shown(n) {
+                seen.entry((name.clone(), corr)).or_insert_with(|| PassSeen {
+                    hot: n["observed"]["gpuTempC"].as_f64().filter(|t| *t >= hands_off),
+                    mass_hold: n["held"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|h| h["hold"] == "mass-failure"),
+                    loaded: n["observed"]["loaded"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m.as_str().map(String::from))
+                        .collect(),
+                });
+            }
             let Some(o) = open.get(name) else { continue };
-            let escalated = np
-                .alerts
-                .iter()
-                .any(|a| matches!(a.severity, homeostat::desired::Severity::Critical))
-                || np.breaker != homeostat::health::BreakerView::Closed;
-            if np.in_sync() && np.problems.is_empty() {
+            if mass_nodes.contains(name) {
+                continue;
+            }
+            let problems = n["problems"].as_array().map_or(0, Vec::len);
+            let escalated = n["breaker"] != "closed" || critical.contains(&name.as_str());
+            if n["lifecycle"] == "healthy" && problems == 0 && n["observed"]["reachable"] == true {
                 report.healed += 1;
                 report.heal_ms.push(o.at.elapsed().as_millis() as u64);
                 open.remove(name);
@@ -282,30 +478,75 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
                 open.remove(name);
                 // Escalated faults are left to the operator: clear them so the node can be
                 // faulted again later in the run.
-                if let Some(n) = sim.node(name) {
-                    n.clear_faults();
+                if let Some(s) = sim.node(name) {
+                    s.clear_faults();
                 }
             } else if cycle - o.cycle > cfg.bound_cycles {
                 report.violations.push(format!(
-                    "cycle {cycle}: {name} neither healed nor escalated {} cycles after its fault: {:?}",
+                    "cycle {cycle}: {name} neither healed nor escalated {} cycles after its fault: {} {}",
                     cycle - o.cycle,
-                    np.problems
+                    n["lifecycle"],
+                    n["problems"]
                 ));
                 open.remove(name);
-                if let Some(n) = sim.node(name) {
-                    n.clear_faults();
+                if let Some(s) = sim.node(name) {
+                    s.clear_faults();
                 }
             }
         }
     }
     report.elapsed = started.elapsed();
     report.open_at_end = open.len() as u64;
+    report.passes_seen = seen.len() as u64;
+    report.passes_under_hold = seen.values().filter(|p| p.mass_hold).count() as u64;
+    let api_events = count_api_events(&http, &addr).await;
 
-    // Actions: none overlapping on one node; counted.
+    // Graceful shutdown, bounded; then every task the daemon started is gone.
+    let stopping = Instant::now();
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(60), daemon).await {
+        Ok(Ok(Ok(()))) => {}
+        other => report.violations.push(format!("the daemon did not stop cleanly: {other:?}")),
+    }
+    report.shutdown_ms = stopping.elapsed().as_millis() as u64;
+    drop(http);
+    let settle = Instant::now();
+    loop {
+        report.tasks_after = tasks_alive();
+        if report.tasks_after <= report.tasks_before + 2
+            || settle.elapsed() > Duration::from_secs(5)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if report.tasks_after > report.tasks_before + 2 {
+        report.violations.push(format!(
+            "tasks leaked: {} alive before the daemon, {} five seconds after it stopped",
+            report.tasks_before, report.tasks_after
+        ));
+    }
+
+    // What the daemon recorded, read from its store once it released the lock.
+    let lock = RunLock::try_acquire(&state).expect("the daemon released the run lock");
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&lock).unwrap().store);
     for node in sim.nodes() {
-        let actions = store.recent_actions(node.name(), 1_000_000).unwrap();
-        report.actions += actions.len() as u64;
-        report.max_actions_one_node = report.max_actions_one_node.max(actions.len() as u64);
+        let mut actions = store.recent_actions(node.name(), 1_000_000).unwrap();
+        actions.sort_by_key(|a| a.id.0);
+        let n = actions.len() as u64;
+        report.actions += n;
+        report.max_actions_one_node = report.max_actions_one_node.max(n);
+        // No storm: each fault costs at most a few heal attempts (each an unload, a settle, a
+        // load and a verification, or a restart) before the breaker stops them.
+        let budget =
+            (faults_on.get(node.name()).copied().unwrap_or(0) + 1) * (max_attempts + 1) * 6;
+        if n > budget {
+            report.violations.push(format!(
+                "{}: {n} actions for {} faults (a storm; budget {budget})",
+                node.name(),
+                faults_on.get(node.name()).copied().unwrap_or(0)
+            ));
+        }
         let mut spans: Vec<(u64, u64)> = actions
             .iter()
             .map(|a| (a.started.0, a.end.as_ref().map_or(u64::MAX, |e| e.ended.0)))
@@ -316,59 +557,91 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
                 report.violations.push(format!("{}: two actions at once: {w:?}", node.name()));
             }
         }
+        check_actions(node.name(), &actions, &seen, &mut report);
     }
-    // The event log and the store agree.
-    let stored = store.events_since(EventId(0), usize::MAX).unwrap().len() as u64;
+    // The event log, the store and the API agree.
+    let stored = store.events_since(EventId(0), usize::MAX).unwrap();
     let journal = std::fs::read_to_string(state.join(JOURNAL_FILE)).unwrap_or_default();
     let lines = journal.lines().count() as u64;
-    report.events = stored;
-    if stored != lines {
-        report.violations.push(format!("events: {stored} in the store, {lines} in {JOURNAL_FILE}"));
+    report.events = stored.len() as u64;
+    if report.events != lines {
+        report
+            .violations
+            .push(format!("events: {} in the store, {lines} in {JOURNAL_FILE}", report.events));
     }
-    let _ = clock.now();
+    match api_events {
+        Ok((n, last)) => {
+            let upto = stored.iter().filter(|e| e.id.0 <= last).count() as u64;
+            if n != upto {
+                report.violations.push(format!(
+                    "events: the API listed {n} up to id {last}, the store holds {upto}"
+                ));
+            }
+        }
+        Err(e) => report.violations.push(format!("events: {e}")),
+    }
     report.rss_end_kib = rss_kib();
+    let grown = report.rss_end_kib.saturating_sub(report.rss_warm_kib);
+    if report.rss_warm_kib > 0 && grown > report.rss_warm_kib + 128 * 1024 {
+        report.violations.push(format!(
+            "memory: RSS grew from {} KiB (warm) to {} KiB",
+            report.rss_warm_kib, report.rss_end_kib
+        ));
+    }
     report
 }
 
-fn is_heal(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::Load { .. } | Action::Unload { .. } | Action::Restart { .. } | Action::Pull { .. }
-    )
+/// Every event through the API, in pages: how many, and the last id.
+async fn count_api_events(c: &reqwest::Client, addr: &str) -> Result<(u64, i64), String> {
+    let (mut n, mut since) = (0u64, 0i64);
+    loop {
+        let v =
+            get_json(c, &format!("http://{addr}/api/v1/events?since={since}&limit=1000")).await?;
+        let page = v["events"].as_array().map_or(0, Vec::len);
+        if page == 0 {
+            return Ok((n, since));
+        }
+        n += page as u64;
+        since = v["next"].as_i64().ok_or("events: no `next`")?;
+    }
 }
 
-/// The per-cycle invariants on one pass's observation and plan.
-fn check_pass(cycle: usize, pass: &PassReport, hands_off: f64, report: &mut SoakReport) {
-    let mass = pass.plan.mass_failure.is_some();
-    for (name, np) in &pass.plan.nodes {
-        let obs = pass.observation.nodes.get(name);
-        if mass && np.steps.iter().any(|s| is_heal(&s.action)) {
+/// The actions of the passes the status showed: none touching the node at or above the
+/// hands-off temperature or under the mass-failure hold; no load of a loaded model before its
+/// unload in the same pass.
+fn check_actions(
+    node: &str,
+    actions: &[homeostat::store::ActionRecord],
+    seen: &BTreeMap<(String, String), PassSeen>,
+    report: &mut SoakReport,
+) {
+    let mut unloaded: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for a in actions {
+        let Some(pass) = seen.get(&(node.to_owned(), a.correlation.clone())) else { continue };
+        let kind = a.action["action"].as_str().unwrap_or("");
+        let model = a.action["model"].as_str().unwrap_or("");
+        if matches!(kind, "cordon" | "uncordon") {
+            continue;
+        }
+        report.actions_checked += 1;
+        if let Some(t) = pass.hot {
+            report.violations.push(format!("{node}: {kind} at {t} °C ({})", a.correlation));
+        }
+        if pass.mass_hold {
             report
                 .violations
-                .push(format!("cycle {cycle}: {name} acted during the mass-failure hold"));
+                .push(format!("{node}: {kind} during the mass-failure hold ({})", a.correlation));
         }
-        if let Some(t) = obs.and_then(|o| o.telemetry.gpu_temp_c)
-            && t >= hands_off
-            && np.steps.iter().any(|s| is_heal(&s.action))
-        {
-            report.violations.push(format!("cycle {cycle}: {name} acted at {t} °C"));
-        }
-        // A load of a model that is loaded must come after its unload in the same plan.
-        let loaded: Vec<&str> =
-            obs.map(|o| o.instances.iter().map(|i| i.model.as_str()).collect()).unwrap_or_default();
-        let mut unloaded: Vec<&str> = Vec::new();
-        for s in &np.steps {
-            match &s.action {
-                Action::Unload { model, .. } => unloaded.push(model),
-                Action::Load { model, .. }
-                    if loaded.contains(&model.as_str()) && !unloaded.contains(&model.as_str()) =>
-                {
-                    report.violations.push(format!(
-                        "cycle {cycle}: {name} loads {model} without unloading it first"
-                    ));
-                }
-                _ => {}
+        let done = unloaded.entry(&a.correlation).or_default();
+        match kind {
+            "unload" => done.push(model),
+            "load" if pass.loaded.iter().any(|m| m == model) && !done.contains(&model) => {
+                report.violations.push(format!(
+                    "{node}: loads {model} without unloading it first ({})",
+                    a.correlation
+                ));
             }
+            _ => {}
         }
     }
 }

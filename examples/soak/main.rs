@@ -1,6 +1,8 @@
-//! Long soak/chaos run: `cargo run --release --example soak -- [NODES] [CYCLES] [SEED]`
-//! (default 200 nodes x 300 cycles, seed 1). Prints the report of `harness.rs`; exits 1 when
-//! an invariant was broken.
+//! Long soak/chaos run of the daemon:
+//! `cargo run --release --example soak -- [NODES] [CYCLES] [SEED] [CYCLE_MS]`
+//! (default 200 nodes x 300 cycles of 200 ms, seed 1). Prints the report of `harness.rs`;
+//! exits 1 when an invariant was broken. Half-way, three nodes in four fail at once (the
+//! mass-failure hold must come on).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -15,6 +17,8 @@ async fn main() {
         seed: arg(3, 1),
         fault_rate: 0.02,
         bound_cycles: 40,
+        mass_at: Some(arg(2, 300) as usize / 2),
+        cycle: std::time::Duration::from_millis(arg(4, 200)),
     };
     let report = harness::run(&cfg).await;
     print!("{report}");

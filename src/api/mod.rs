@@ -108,6 +108,26 @@ impl From<ControlError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The `{name}` of a node's path. A name that is not UTF-8 once percent-decoded (`%ff`) is a
+/// JSON 400 like every other error (axum's own rejection is plain text).
+struct NodeName(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NodeName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| NodeName(name))
+            .map_err(|e| {
+                ApiError::bad_request(format!("bad node name in the path: {}", e.body_text()))
+            })
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Response {
     axum::Json(v).into_response()
 }
@@ -280,7 +300,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json:
 
 async fn heartbeat(
     State(c): State<Control>,
-    Path(name): Path<String>,
+    NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
@@ -312,7 +332,7 @@ async fn cordon_body(headers: &HeaderMap, body: Body) -> Result<wire::CordonRequ
 
 async fn cordon(
     State(c): State<Control>,
-    Path(name): Path<String>,
+    NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
@@ -324,7 +344,7 @@ async fn cordon(
 
 async fn uncordon(
     State(c): State<Control>,
-    Path(name): Path<String>,
+    NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {

@@ -51,7 +51,7 @@ use crate::store::{
     LeaseStore, LockError, NewEvent, PgOptions, PostgresStore, ReplicaId, RunLock, SoleHolder,
     SqliteStore, StateStore, StoreError, kinds,
 };
-use crate::time::{Clock, MonotonicClock};
+use crate::time::{Clock, SteadyClock};
 use shared::{Paths, Shared, Target, View};
 use status::{ManifestStatus, Phase};
 
@@ -222,7 +222,9 @@ pub async fn run(
         }
     };
     let shared_store = opts.postgres.is_some();
-    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::start());
+    // Anchored like `--once`: never earlier than the previous run's `now` (clock.json), so a
+    // wall clock set back or forward across a restart neither skips nor stretches cool-downs.
+    let clock: Arc<dyn Clock> = Arc::new(SteadyClock::start(&state_dir));
     let start_correlation = pass::correlation_id(clock.now());
 
     // What a crash left open is closed as interrupted; what is no longer desired is forgotten.
