@@ -69,6 +69,8 @@ pub struct SoakReport {
     pub max_actions_one_node: u64,
     /// RSS after the first fifth of the run (warm caches, every node seen).
     pub rss_warm_kib: u64,
+    /// RSS at the end of each fifth of the run (is it still growing?).
+    pub rss_fifths_kib: Vec<u64>,
     /// Tokio tasks alive: before the daemon started, the most while it ran, after it stopped.
     pub tasks_before: usize,
     pub tasks_max: usize,
@@ -122,8 +124,8 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "  RSS                    start {} KiB, warm {} KiB, end {} KiB",
-            self.rss_start_kib, self.rss_warm_kib, self.rss_end_kib
+            "  RSS                    start {} KiB, warm {} KiB, end {} KiB; by fifth {:?} KiB",
+            self.rss_start_kib, self.rss_warm_kib, self.rss_end_kib, self.rss_fifths_kib
         )?;
         writeln!(
             f,
@@ -403,6 +405,9 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
         report.tasks_max = report.tasks_max.max(tasks_alive());
         if cycle == cfg.cycles / 5 {
             report.rss_warm_kib = rss_kib();
+        }
+        if (cycle + 1) % (cfg.cycles / 5).max(1) == 0 {
+            report.rss_fifths_kib.push(rss_kib());
         }
         let status = match get_json(&http, &status_url).await {
             Ok(s) => s,
