@@ -183,3 +183,18 @@ async fn killed_in_the_middle_of_a_reload_the_next_run_converges_without_a_dupli
     assert_eq!(code, 0, "stays converged: {out}");
     assert_eq!(loads(&m1).len(), 1);
 }
+
+/// `--store` belongs to the daemon: a one-shot run given a PostgreSQL store refuses clearly
+/// (exit 1) instead of silently using SQLite, and touches no node. (`diff` with `--store` is
+/// already a usage error of the command line.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_refuses_a_store_it_would_not_use() {
+    let h = Harness::start(SIM, manifests).await;
+    let out = h.run(&["reconcile", "--once", "--store", "env:HOMEOSTAT_TEST_NO_SUCH_VAR"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--store is for the daemon"), "{stderr}");
+    for n in h.sim.nodes() {
+        assert!(mutations(n).is_empty(), "{} was touched", n.name());
+    }
+}

@@ -70,6 +70,12 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Only the daemon has several replicas; a one-shot run never silently ignores `--store`.
+    anyhow::ensure!(
+        a.is_daemon() || a.store == "sqlite",
+        "--store is for the daemon (several replicas sharing PostgreSQL); `reconcile --once` and \
+         `reconcile diff` use the state directory's SQLite store: drop --store, or run the daemon"
+    );
     match (a.mode, a.once) {
         (Some(ReconcileMode::Diff(d)), _) => runtime.block_on(diff(g, d)),
         (None, true) => runtime.block_on(once(g, a.output)),
