@@ -181,6 +181,13 @@ pub struct Done {
     pub healed: bool,
 }
 
+impl Done {
+    /// A pass that did nothing (superseded, not leased, ...): no hold to wait for, no retry.
+    fn idle(outcome: PassOutcome) -> Self {
+        Done { outcome, due: None, retry: false, acted: false, healed: false }
+    }
+}
+
 /// The delay before the next pass and why.
 fn schedule(sh: &Shared, done: &Done, follow_ups: &mut u32) -> (Duration, Activation) {
     let (interval, retry_delay) = {
@@ -497,9 +504,7 @@ async fn node_pass_inner(
     correlation: &str,
     stop: &CancellationToken,
 ) -> (Done, PassOutcome) {
-    let idle = |o: PassOutcome| {
-        (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
-    };
+    let idle = |o: PassOutcome| (Done::idle(o), o);
     if !sh.leases.holds(name) {
         // Another replica's node (or this replica's lease lapsed): hands off.
         return idle(PassOutcome::NotLeased);
@@ -688,9 +693,7 @@ async fn service_pass_inner(
     correlation: &str,
     stop: &CancellationToken,
 ) -> (Done, PassOutcome) {
-    let idle = |o: PassOutcome| {
-        (Done { outcome: o, due: None, retry: false, acted: false, healed: false }, o)
-    };
+    let idle = |o: PassOutcome| (Done::idle(o), o);
     if !sh.leases.is_leader() {
         // Services are the leader replica's.
         return idle(PassOutcome::NotLeased);
