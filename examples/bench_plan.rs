@@ -19,7 +19,7 @@ use homeostat::desired::{Backend, DesiredState, NodeSpec, RouteTarget};
 use homeostat::observe::snapshot::{
     Canary, Instance, InstanceState, NodeObservation, Observation, ProbeFailure,
 };
-use homeostat::plan::{Memory, PlanInput, plan};
+use homeostat::plan::{Focus, Memory, PlanInput, plan};
 use homeostat::time::Timestamp;
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -113,6 +113,7 @@ fn main() {
         "{:>7} {:>5} {:>12} {:>12} {:>14} {:>8} {:>6} {:>6}   first pass (empty memory: all detected, heals held)",
         "nodes", "runs", "min", "median", "median/node", "failing", "steps", "held"
     );
+    let mut focused = Vec::new();
     for n in sizes {
         let (desired, observed) = inputs(n);
         // The first pass from empty memory detects everything; the timed passes reuse its
@@ -124,6 +125,7 @@ fn main() {
             memory: &Memory::default(),
             now: T0,
             focus: None,
+            known: None,
         });
         let first_time = t.elapsed();
         let first_held: usize = first.plan.nodes.values().map(|p| p.held.len()).sum();
@@ -140,6 +142,7 @@ fn main() {
                 memory: &memory,
                 now,
                 focus: None,
+                known: None,
             });
             times.push(t.elapsed());
             last = Some(out);
@@ -165,5 +168,56 @@ fn main() {
             first_time.as_secs_f64() * 1e3,
             first_held
         );
+        focused.push((n, median, focused_pass(&desired, &observed, &out.memory, &out.plan, now)));
     }
+    // The daemon plans one node per pass, with the whole view for the cluster-wide decisions
+    // (mass failure, routing). Its cost per pass should not grow with the fleet: a fleet of n
+    // nodes makes n passes per interval.
+    println!();
+    println!("daemon pass: plan() focused on one node, the rest of the cluster as last planned");
+    println!(
+        "{:>7} {:>6} {:>12} {:>12} {:>22}",
+        "nodes", "passes", "min", "median", "n passes / whole plan"
+    );
+    for (n, whole, (passes, times)) in focused {
+        let median = times[times.len() / 2];
+        println!(
+            "{:>7} {:>6} {:>12} {:>12} {:>22}",
+            n,
+            passes,
+            format!("{:.1} µs", times[0].as_secs_f64() * 1e6),
+            format!("{:.1} µs", median.as_secs_f64() * 1e6),
+            format!("{:.2}", median.as_secs_f64() * n as f64 / whole.as_secs_f64()),
+        );
+    }
+}
+
+/// Times `plan()` focused on one node at a time (as a daemon node pass calls it), over up to
+/// 500 different nodes, with the memory and plans of a steady whole-cluster pass as the view.
+fn focused_pass(
+    desired: &DesiredState,
+    observed: &Observation,
+    memory: &Memory,
+    last: &homeostat::plan::Plan,
+    now: Timestamp,
+) -> (usize, Vec<Duration>) {
+    let names: Vec<&String> = desired.nodes.keys().collect();
+    let passes = 500.min(names.len() * 5);
+    let mut times = Vec::with_capacity(passes);
+    for k in 0..passes {
+        let focus = Focus::node(names[(k * 7919) % names.len()]);
+        let t = Instant::now();
+        let out = plan(&PlanInput {
+            desired,
+            observed,
+            memory,
+            now,
+            focus: Some(&focus),
+            known: Some(&last.nodes),
+        });
+        times.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    times.sort();
+    (passes, times)
 }

@@ -66,6 +66,8 @@ pub struct SoakReport {
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
     pub events: u64,
+    /// events.jsonl and its rotated files.
+    pub journal_files: usize,
     pub max_actions_one_node: u64,
     /// RSS after the first fifth of the run (warm caches, every node seen).
     pub rss_warm_kib: u64,
@@ -143,7 +145,11 @@ impl fmt::Display for SoakReport {
             self.mass_injected, self.mass_hold_cycles, self.passes_under_hold
         )?;
         writeln!(f, "  graceful shutdown      {} ms", self.shutdown_ms)?;
-        writeln!(f, "  events written         {}", self.events)?;
+        writeln!(
+            f,
+            "  events written         {} (journal: {} file(s) after rotation)",
+            self.events, self.journal_files
+        )?;
         writeln!(f, "  invariant violations   {}", self.violations.len())?;
         for v in self.violations.iter().take(20) {
             writeln!(f, "    - {v}")?;
@@ -566,13 +572,22 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
     }
     // The event log, the store and the API agree.
     let stored = store.events_since(EventId(0), usize::MAX).unwrap();
-    let journal = std::fs::read_to_string(state.join(JOURNAL_FILE)).unwrap_or_default();
-    let lines = journal.lines().count() as u64;
     report.events = stored.len() as u64;
-    if report.events != lines {
-        report
-            .violations
-            .push(format!("events: {} in the store, {lines} in {JOURNAL_FILE}", report.events));
+    let (journal, files) = journal_ids(&state);
+    report.journal_files = files;
+    // Rotation drops the oldest files: the journal holds a suffix of the store's events, and
+    // exactly that suffix (same ids, in order, nothing missing or extra).
+    let first = journal.first().copied().unwrap_or(i64::MAX);
+    let tail: Vec<i64> = stored.iter().map(|e| e.id.0).filter(|id| *id >= first).collect();
+    if tail != journal || (files <= JOURNAL_KEEP && journal.len() != stored.len()) {
+        report.violations.push(format!(
+            "events: {} in the store, {} in {JOURNAL_FILE} and its {} rotated files ({} of the \
+             store's from id {first} on)",
+            report.events,
+            journal.len(),
+            files.saturating_sub(1),
+            tail.len()
+        ));
     }
     match api_events {
         Ok((n, last)) => {
@@ -594,6 +609,25 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
         ));
     }
     report
+}
+
+/// How many old journal files rotation keeps (the default `Rotation`).
+const JOURNAL_KEEP: usize = 5;
+
+/// The ids in events.jsonl and its rotated files, oldest first, and how many files there were.
+fn journal_ids(state: &std::path::Path) -> (Vec<i64>, usize) {
+    let mut ids = Vec::new();
+    let mut files = 0;
+    for n in (0..=JOURNAL_KEEP).rev() {
+        let name = if n == 0 { JOURNAL_FILE.to_owned() } else { format!("{JOURNAL_FILE}.{n}") };
+        let Ok(text) = std::fs::read_to_string(state.join(name)) else { continue };
+        files += 1;
+        for line in text.lines() {
+            let id = serde_json::from_str::<Value>(line).ok().and_then(|v| v["id"].as_i64());
+            ids.push(id.unwrap_or(-1));
+        }
+    }
+    (ids, files)
 }
 
 /// Every event through the API, in pages: how many, and the last id.

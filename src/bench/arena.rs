@@ -419,6 +419,7 @@ async fn publish_routes(env: &BenchEnv<'_>, state_dir: &Path) {
         memory: &memory,
         now: clock.now(),
         focus: None,
+        known: None,
     });
     crate::daemon::pass::write_routes(state_dir, &out.plan, &env.recorder());
 }

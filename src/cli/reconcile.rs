@@ -292,6 +292,7 @@ async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
         memory: &memory,
         now,
         focus: None,
+        known: None,
     });
     let in_sync = out.plan.is_empty();
     match a.output {

@@ -99,6 +99,7 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         memory: &memory,
         now,
         focus: None,
+        known: None,
     });
     let recorder = StoreRecorder::new(store.clone(), env.clock, &env.correlation);
 

@@ -241,6 +241,7 @@ impl View {
             memory: &self.memory,
             now,
             focus: Some(&focus),
+            known: Some(&self.node_plans),
         });
         self.publish_routes(out.plan.routing, now, persist);
         self.cluster_alerts = out.plan.alerts.clone();

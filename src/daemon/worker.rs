@@ -552,6 +552,7 @@ async fn node_pass_inner(
             memory: &v.memory,
             now,
             focus: Some(&focus),
+            known: Some(&v.node_plans),
         });
         let before = v.memory.nodes.get(name).cloned().unwrap_or_default();
         let after = out.memory.nodes.remove(name).unwrap_or_default();
@@ -729,6 +730,7 @@ async fn service_pass_inner(
             memory: &v.memory,
             now,
             focus: Some(&focus),
+            known: Some(&v.node_plans),
         });
         let before = v.memory.services.get(name).cloned().unwrap_or_default();
         let after = out.memory.services.remove(name).unwrap_or_default();

@@ -18,7 +18,8 @@
 
 use super::diagnose::{Problem, node_problems};
 use super::memory::{
-    CordonReason, HealthMemory, LoadSettings, Memory, ModelConfig, NodeMemory, ServiceMemory,
+    ClusterMemory, CordonReason, HealthMemory, LoadSettings, Memory, ModelConfig, NodeMemory,
+    ServiceMemory,
 };
 use super::routing::{Eligibility, routing_table};
 use super::step::{
@@ -45,6 +46,11 @@ pub struct PlanInput<'a> {
     /// The others' latest observations still count for cluster-wide decisions (mass failure,
     /// routing), but their memory is left untouched and they get no plan.
     pub focus: Option<&'a Focus>,
+    /// With a focus: the other nodes' plans from their own last passes (the daemon's view).
+    /// A node found here counts with the problems its last pass diagnosed instead of being
+    /// diagnosed again, so a focused pass costs the same whatever the size of the fleet. A node
+    /// observed but not found here is diagnosed on a copy of its memory.
+    pub known: Option<&'a BTreeMap<String, NodePlan>>,
 }
 
 /// Which nodes and services a pass plans.
@@ -63,7 +69,9 @@ impl Focus {
     }
 }
 
-/// The plan and the remembered state after this pass's observation.
+/// The plan and the remembered state after this pass's observation. With a focus, `memory`
+/// holds the focused nodes and services only, and of the cluster's memory the mass-failure
+/// hold: the rest is the caller's, untouched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanOutput {
     pub plan: Plan,
@@ -73,31 +81,70 @@ pub struct PlanOutput {
 /// Xid codes that mean the GPU needs a reset or the machine a reboot (NVIDIA Xid catalogue).
 const SERIOUS_XIDS: &[u32] = &[48, 63, 64, 74, 79, 92, 94, 95, 119, 120];
 
+/// The problems of the nodes outside a pass's focus, for the cluster-wide decisions.
+struct Others<'a> {
+    known: Option<&'a BTreeMap<String, NodePlan>>,
+    /// Diagnosed in this pass, on a copy of their memory (not in `known`).
+    diagnosed: BTreeMap<&'a str, Vec<Problem>>,
+}
+
+impl Others<'_> {
+    fn problems(&self, node: &str) -> Option<&[Problem]> {
+        match self.diagnosed.get(node) {
+            Some(p) => Some(p),
+            None => self.known.and_then(|k| k.get(node)).map(|np| np.problems.as_slice()),
+        }
+    }
+}
+
 /// Plans one pass. Nodes and services missing from the observation (not probed in this pass)
 /// keep their memory untouched and get no plan.
 pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
-    let PlanInput { desired, observed, memory, now, focus } = *input;
+    let PlanInput { desired, observed, memory, now, focus, known } = *input;
     let planned_node = |n: &str| focus.is_none_or(|f| f.nodes.contains(n));
     let planned_service = |n: &str| focus.is_none_or(|f| f.services.contains(n));
     let cluster = &desired.cluster;
-    let mut mem = memory.clone();
+    // Only what this pass may change is copied: a focused pass does not clone the fleet.
+    let mut mem = match focus {
+        None => memory.clone(),
+        Some(f) => Memory {
+            nodes: pick(&memory.nodes, &f.nodes),
+            services: pick(&memory.services, &f.services),
+            // Alerts are the caller's business (see `PlanOutput`): only the hold is planned.
+            cluster: ClusterMemory {
+                mass_hold_since: memory.cluster.mass_hold_since,
+                ..ClusterMemory::default()
+            },
+        },
+    };
     // Forget what is no longer desired (the store prunes the rows too).
     mem.nodes.retain(|n, _| desired.nodes.contains_key(n));
     mem.services.retain(|n, _| desired.services.contains_key(n));
-
-    // Rules 1-2 for every observed node first: mass failure needs the whole picture.
+    // Rules 1-2 for every planned node; the others' problems for the cluster-wide decisions
+    // (mass failure needs the whole picture). Both maps are walked in name order, side by side.
     let mut diagnosed: BTreeMap<&str, Vec<Problem>> = BTreeMap::new();
-    for (name, spec) in &desired.nodes {
-        let Some(obs) = observed.nodes.get(name) else { continue };
+    let mut others = Others { known: focus.and(known), diagnosed: BTreeMap::new() };
+    let mut known_walk = others.known.map(|k| k.iter().peekable());
+    let (mut total, mut failing) = (0u32, 0u32);
+    for (name, spec, obs) in join(&desired.nodes, &observed.nodes) {
+        total = total.saturating_add(1);
         if !planned_node(name) {
-            // Outside the focus: diagnosed on a copy, for cluster-wide decisions only.
-            let mut copy = mem.nodes.get(name).cloned().unwrap_or_default();
-            let eff = effective_spec(spec, &mut copy);
-            diagnosed
-                .insert(name.as_str(), diagnose_with_memory(desired, &eff, obs, &mut copy, now));
+            let fails = match known_walk.as_mut().and_then(|w| seek(w, name)) {
+                Some(np) => np.problems.iter().any(Problem::is_failure),
+                None => {
+                    // Not planned before: diagnosed on a copy, for cluster-wide decisions only.
+                    let mut copy = memory.nodes.get(name).cloned().unwrap_or_default();
+                    let eff = effective_spec(spec, &mut copy);
+                    let problems = diagnose_with_memory(desired, &eff, obs, &mut copy, now);
+                    let fails = problems.iter().any(Problem::is_failure);
+                    others.diagnosed.insert(name, problems);
+                    fails
+                }
+            };
+            failing = failing.saturating_add(u32::from(fails));
             continue;
         }
-        let m = mem.nodes.entry(name.clone()).or_default();
+        let m = mem.nodes.entry(name.to_owned()).or_default();
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
         m.health.hold_after_interrupted_heal(cluster);
@@ -105,10 +152,11 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         if let Some(t) = obs.telemetry.gpu_temp_c {
             m.last_temp_c = Some(t);
         }
-        diagnosed.insert(name.as_str(), problems);
+        failing = failing.saturating_add(u32::from(problems.iter().any(Problem::is_failure)));
+        diagnosed.insert(name, problems);
     }
 
-    let mass = mass_failure(&diagnosed, cluster);
+    let mass = mass_failure(failing, total, cluster);
     let mut cluster_alerts = Vec::new();
     match mass {
         Some(mf) => {
@@ -135,15 +183,10 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
     }
 
     let mut plan = Plan { at: now, desired_hash: desired.hash.clone(), ..Plan::default() };
-    let mut others: BTreeMap<&str, Vec<Problem>> = BTreeMap::new();
     for (name, problems) in diagnosed {
         let (Some(spec), Some(obs)) = (desired.nodes.get(name), observed.nodes.get(name)) else {
             continue;
         };
-        if !planned_node(name) {
-            others.insert(name, problems);
-            continue;
-        }
         let m = mem.nodes.entry(name.to_owned()).or_default();
         let np = plan_node(desired, name, spec, obs, m, problems, mass, now);
         plan.nodes.insert(name.to_owned(), np);
@@ -158,8 +201,13 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         plan.services.insert(name.clone(), plan_service(cluster, name, spec, obs, m, mass, now));
     }
 
-    plan.routing =
-        routing_table(&desired.routing, &|node| eligibility(desired, &mem, &plan, &others, node));
+    // A node outside the focus is routed on the memory the caller holds.
+    let memory_of = |name: &str| -> Option<&NodeMemory> {
+        if planned_node(name) { mem.nodes.get(name) } else { memory.nodes.get(name) }
+    };
+    plan.routing = routing_table(&desired.routing, &|node| {
+        eligibility(desired, memory_of(node), &plan, &others, node)
+    });
     for category in plan.routing.fallback_categories() {
         let has_remote =
             plan.routing.categories.get(category).is_some_and(|r| !r.targets.is_empty());
@@ -181,6 +229,40 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
     plan.alerts = cluster_alerts;
     plan.mass_failure = mass;
     PlanOutput { plan, memory: mem }
+}
+
+/// The entries of `map` named in `names`, cloned.
+fn pick<V: Clone>(map: &BTreeMap<String, V>, names: &BTreeSet<String>) -> BTreeMap<String, V> {
+    names.iter().filter_map(|n| map.get(n).map(|v| (n.clone(), v.clone()))).collect()
+}
+
+/// Advances a walk over a map in name order to `name` (names asked in ascending order).
+fn seek<'a, V>(
+    walk: &mut std::iter::Peekable<std::collections::btree_map::Iter<'a, String, V>>,
+    name: &str,
+) -> Option<&'a V> {
+    // One comparison per step: string comparisons are most of a focused pass's cost.
+    loop {
+        let &(k, v) = walk.peek()?;
+        match k.as_str().cmp(name) {
+            std::cmp::Ordering::Less => walk.next(),
+            std::cmp::Ordering::Equal => {
+                walk.next();
+                return Some(v);
+            }
+            std::cmp::Ordering::Greater => return None,
+        };
+    }
+}
+
+/// The names in both maps with both values, in name order: a merge of two sorted walks (no
+/// lookups: the per-node cost of a focused pass stays a few nanoseconds).
+fn join<'a, A, B>(
+    a: &'a BTreeMap<String, A>,
+    b: &'a BTreeMap<String, B>,
+) -> impl Iterator<Item = (&'a str, &'a A, &'a B)> {
+    let mut bs = b.iter().peekable();
+    a.iter().filter_map(move |(name, va)| seek(&mut bs, name).map(|vb| (name.as_str(), va, vb)))
 }
 
 /// The node's spec as the planner aims for it: after a rollback, the primary is the
@@ -315,14 +397,7 @@ fn update_counters(
 
 /// Mass failure: strictly more than `fraction` of the observed nodes fail, and at least
 /// `minFailing` of them.
-fn mass_failure(
-    diagnosed: &BTreeMap<&str, Vec<Problem>>,
-    cluster: &ClusterSpec,
-) -> Option<MassFailure> {
-    let total = u32::try_from(diagnosed.len()).unwrap_or(u32::MAX);
-    let failing =
-        u32::try_from(diagnosed.values().filter(|p| p.iter().any(Problem::is_failure)).count())
-            .unwrap_or(u32::MAX);
+fn mass_failure(failing: u32, total: u32, cluster: &ClusterSpec) -> Option<MassFailure> {
     let policy = &cluster.mass_failure;
     (total > 0
         && f64::from(failing) > policy.fraction.0 * f64::from(total)
@@ -1368,21 +1443,23 @@ pub fn routing_after_execution(
             np.problems.retain(|p| !p.is_failure());
         }
     }
+    let others = Others { known: None, diagnosed: BTreeMap::new() };
     routing_table(&desired.routing, &|node| {
-        eligibility(desired, memory, &healed, &BTreeMap::new(), node)
+        eligibility(desired, memory.nodes.get(node), &healed, &others, node)
     })
 }
 
 /// Whether a node may receive traffic after this plan.
 fn eligibility(
     desired: &DesiredState,
-    mem: &Memory,
+    m: Option<&NodeMemory>,
     plan: &Plan,
-    others: &BTreeMap<&str, Vec<Problem>>,
+    others: &Others<'_>,
     node: &str,
 ) -> Eligibility {
     let Some(spec) = desired.nodes.get(node) else { return Err("not a desired node".into()) };
-    let m = mem.nodes.get(node).cloned().unwrap_or_default();
+    let none = NodeMemory::default();
+    let m = m.unwrap_or(&none);
     let mut cordons: BTreeSet<CordonReason> = m.cordon_reasons(spec.cordoned).into_iter().collect();
     let np = plan.nodes.get(node);
     if let Some(np) = np {
@@ -1401,18 +1478,9 @@ fn eligibility(
     if let Some(reason) = cordons.iter().next() {
         return Err(format!("cordoned ({reason})"));
     }
-    match np {
-        Some(np) => {
-            if let Some(p) = np
-                .problems
-                .iter()
-                .find(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }))
-            {
-                return Err(p.short().to_owned());
-            }
-        }
-        None if others.contains_key(node) => {
-            let problems = &others[node];
+    // This pass's diagnosis, or the other node's last one.
+    match np.map(|np| np.problems.as_slice()).or_else(|| others.problems(node)) {
+        Some(problems) => {
             if let Some(p) = problems
                 .iter()
                 .find(|p| p.is_failure() || matches!(p, Problem::Misconfigured { .. }))

@@ -209,7 +209,7 @@ fn arb_case() -> impl Strategy<Value = (DesiredState, Observation, Memory)> {
 }
 
 fn run(d: &DesiredState, o: &Observation, m: &Memory, now: Timestamp) -> PlanOutput {
-    plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None })
+    plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None, known: None })
 }
 
 /// Size a VRAM-holding instance counts for: the manifest's size for desired models.

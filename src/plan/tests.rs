@@ -108,7 +108,7 @@ fn obs1(o: NodeObservation) -> Observation {
 }
 
 fn run(d: &DesiredState, o: &Observation, m: &Memory, now: Timestamp) -> PlanOutput {
-    plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None })
+    plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None, known: None })
 }
 
 #[track_caller]
@@ -1100,11 +1100,58 @@ fn focus_plans_one_node_but_sees_the_cluster() {
         memory: &Memory::default(),
         now: T0,
         focus: Some(&focus),
+        known: None,
     });
     assert_eq!(out.plan.nodes.keys().collect::<Vec<_>>(), ["n0"]);
     assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
     assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
     assert_eq!(out.memory.nodes["n0"].health.consecutive_failures, 2);
+}
+
+/// A focused pass given the other nodes' plans of their last passes (`known`, the daemon's view)
+/// decides as a whole-cluster pass does: the same plan for its node, the same mass-failure
+/// hold and routing table; and it takes the others' problems from `known` instead of
+/// diagnosing them again (which is what keeps a daemon pass independent of the fleet size).
+#[test]
+fn focus_with_known_plans_decides_as_the_whole_pass() {
+    let mut d = cluster_of(4);
+    let targets = (0..4).map(|i| RouteTarget { node: format!("n{i}"), weight: 1.0 }).collect();
+    d.routing.categories.insert("chat".into(), targets);
+    for down in [0, 1, 3] {
+        let o = cluster_obs(4, down);
+        let m = Memory::default();
+        let whole = run(&d, &o, &m, T0);
+        for name in d.nodes.keys() {
+            let focus = super::Focus::node(name);
+            let out = plan(&PlanInput {
+                desired: &d,
+                observed: &o,
+                memory: &m,
+                now: T0,
+                focus: Some(&focus),
+                known: Some(&whole.plan.nodes),
+            });
+            assert_eq!(out.plan.nodes.get(name), whole.plan.nodes.get(name), "{name}, {down} down");
+            assert_eq!(out.plan.mass_failure, whole.plan.mass_failure, "{name}, {down} down");
+            assert_eq!(out.plan.routing, whole.plan.routing, "{name}, {down} down");
+            assert_eq!(out.memory.nodes.keys().collect::<Vec<_>>(), [name], "only its memory");
+            assert_eq!(out.memory.nodes.get(name), whole.memory.nodes.get(name));
+        }
+    }
+    // The others count as their last passes saw them: healthy there, so no mass failure even
+    // though this observation shows three of four down.
+    let o = cluster_obs(4, 3);
+    let healthy = run(&d, &cluster_obs(4, 0), &Memory::default(), T0);
+    let focus = super::Focus::node("n3");
+    let out = plan(&PlanInput {
+        desired: &d,
+        observed: &o,
+        memory: &Memory::default(),
+        now: T0,
+        focus: Some(&focus),
+        known: Some(&healthy.plan.nodes),
+    });
+    assert_eq!(out.plan.mass_failure, None);
 }
 
 /// A rollback is not refused because the failed configuration used up the heal attempts: it is
