@@ -164,9 +164,10 @@ fn snapshot(h: &Harness, ctx: &str) -> Option<Snapshot> {
     Some(Snapshot { memory, actions, events })
 }
 
-/// Just the remembered state (for polling).
-fn memory_now(h: &Harness, ctx: &str) -> Option<Memory> {
-    open_store(h, ctx).and_then(|s| s.load_memory().ok())
+/// Just the remembered state, for polling while a daemon runs (None while the first start
+/// is still creating or migrating the database).
+fn memory_now(h: &Harness) -> Option<Memory> {
+    SqliteStore::open_read_only(&h.state_dir()).ok().and_then(|s| s.load_memory().ok())
 }
 
 /// Whether every node is healthy with its breaker closed, as stored.
@@ -682,10 +683,8 @@ async fn sigkill_the_daemon_at_random_moments_while_healing() {
 
     // Warm-up: a first life sees every node healthy, and is killed too.
     let life = spawn_daemon(&h, 0);
-    let healthy = wait_for(Duration::from_secs(20), || {
-        memory_now(&h, "warm-up").is_some_and(|m| all_well(&m))
-    })
-    .await;
+    let healthy =
+        wait_for(Duration::from_secs(20), || memory_now(&h).is_some_and(|m| all_well(&m))).await;
     assert!(healthy, "every node healthy at first:\n{}", life.log_text());
     life.kill("warm-up");
     tally.kills += 1;
@@ -817,7 +816,7 @@ async fn sigkill_the_daemon_at_random_moments_while_healing() {
         if addr.is_none() {
             addr = life.api_addr(&h);
         }
-        memory_now(&h, ctx).is_some_and(|m| all_well(&m))
+        memory_now(&h).is_some_and(|m| all_well(&m))
     })
     .await;
     assert!(converged, "converged after the kills:\n{}", life.log_text());
