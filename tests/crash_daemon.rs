@@ -354,6 +354,15 @@ fn recovered_since(s: &Snapshot, node: &str, after: i64) -> bool {
         })
 }
 
+/// A node's events after event `after`, as `kind detail` lines (for failure messages).
+fn node_events(s: &Snapshot, node: &str, after: i64) -> Vec<String> {
+    s.events
+        .iter()
+        .filter(|e| e.id.0 > after && e.node.as_deref() == Some(node))
+        .map(|e| format!("#{} {} {}", e.id.0, e.kind, e.detail))
+        .collect()
+}
+
 /// `b`'s breaker between two kills (any number of passes between them, `b` never healing):
 /// failures only grow; an open breaker keeps its deadline until the cool-down is over, then
 /// only a trial (half-open) or a failed trial (open again, later) follows; it never closes.
@@ -458,18 +467,25 @@ fn check_kill(
                 b_open.push((since, until));
             }
         } else {
-            // A healable node starts its count over only after it was healthy for a while.
+            // A healable node starts its count over only after it was healthy for a while
+            // (healthy at the last kill already, or recovered since).
+            let recovered = was.health.lifecycle == Lifecycle::Healthy
+                || recovered_since(now, node, after_event);
             assert!(
-                a1 >= a0 || recovered_since(now, node, after_event),
-                "{ctx}: {node}'s attempts went {a0} → {a1} without a recovery"
+                a1 >= a0 || recovered,
+                "{ctx}: {node}'s attempts went {a0} → {a1} without a recovery; its events since \
+                 the last kill: {:?}",
+                node_events(now, node, after_event)
             );
             if is.health.breaker != was.health.breaker
                 && is.health.breaker == (Breaker::Closed { failures: 0 })
             {
                 assert!(
-                    recovered_since(now, node, after_event),
-                    "{ctx}: {node}'s breaker closed ({:?}) without a recovery",
-                    was.health.breaker
+                    recovered,
+                    "{ctx}: {node}'s breaker closed ({:?}) without a recovery; its events since \
+                     the last kill: {:?}",
+                    was.health.breaker,
+                    node_events(now, node, after_event)
                 );
             }
         }
@@ -786,8 +802,8 @@ async fn sigkill_the_daemon_at_random_moments_while_healing() {
         kill_last_ids.insert(now.last_event());
         check_kill(&ctx, Some(&prev), &now, true, true, &b_base, &mut b_open, &mut tally);
         check_journal(&h, &now, &kill_last_ids, tally.kills, &ctx);
-        check_no_duplicate_instances(&h, &ctx);
         check_request_log(&h, &history, &ctx);
+        check_no_duplicate_instances(&h, &ctx);
         prev = now;
     }
     let kill_phase = started.elapsed();
