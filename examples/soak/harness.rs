@@ -269,6 +269,9 @@ struct Open {
 /// it acts).
 #[derive(Debug, Default)]
 struct PassSeen {
+    /// The cycle whose status read showed the pass (records are dropped some cycles later,
+    /// once its actions were checked, so a long run's memory is the daemon's, not ours).
+    cycle: usize,
     hot: Option<f64>,
     mass_hold: bool,
     loaded: Vec<String>,
@@ -377,6 +380,7 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
     let mut open: BTreeMap<String, Open> = BTreeMap::new();
     let mut faults_on: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen: BTreeMap<(String, String), PassSeen> = BTreeMap::new();
+    let mut checked: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut mass_nodes: Vec<String> = Vec::new();
     let mut mass_reads = 0;
     let started = Instant::now();
@@ -406,6 +410,9 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
                 report.injected += 1;
                 open.insert(node.name().to_owned(), Open { at: Instant::now(), cycle });
             }
+        }
+        if cycle > 0 && cycle % CHECK_EVERY == 0 {
+            check_recent(&sim, &state, &mut seen, &mut checked, cycle, &mut report);
         }
         tokio::time::sleep(cfg.cycle).await;
         report.tasks_max = report.tasks_max.max(tasks_alive());
@@ -459,20 +466,28 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
         };
         for (name, n) in nodes {
             if let Some(corr) = pass_shown(n) {
-                seen.entry((name.clone(), corr)).or_insert_with(|| PassSeen {
-                    hot: n["observed"]["gpuTempC"].as_f64().filter(|t| *t >= hands_off),
-                    mass_hold: n["held"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|h| h["hold"] == "mass-failure"),
-                    loaded: n["observed"]["loaded"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|m| m.as_str().map(String::from))
-                        .collect(),
-                });
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    seen.entry((name.clone(), corr))
+                {
+                    let pass = PassSeen {
+                        cycle,
+                        hot: n["observed"]["gpuTempC"].as_f64().filter(|t| *t >= hands_off),
+                        mass_hold: n["held"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|h| h["hold"] == "mass-failure"),
+                        loaded: n["observed"]["loaded"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|m| m.as_str().map(String::from))
+                            .collect(),
+                    };
+                    report.passes_seen += 1;
+                    report.passes_under_hold += u64::from(pass.mass_hold);
+                    e.insert(pass);
+                }
             }
             let Some(o) = open.get(name) else { continue };
             if mass_nodes.contains(name) {
@@ -508,8 +523,6 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
     }
     report.elapsed = started.elapsed();
     report.open_at_end = open.len() as u64;
-    report.passes_seen = seen.len() as u64;
-    report.passes_under_hold = seen.values().filter(|p| p.mass_hold).count() as u64;
     let api_events = count_api_events(&http, &addr).await;
 
     // Graceful shutdown, bounded; then every task the daemon started is gone.
@@ -568,7 +581,7 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
                 report.violations.push(format!("{}: two actions at once: {w:?}", node.name()));
             }
         }
-        check_actions(node.name(), &actions, &seen, &mut report);
+        check_actions(node.name(), &actions, &seen, &mut checked, true, &mut report);
     }
     // The event log, the store and the API agree.
     let stored = store.events_since(EventId(0), usize::MAX).unwrap();
@@ -611,6 +624,40 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
     report
 }
 
+/// How often (in cycles) the actions recorded so far are checked against the passes seen, and
+/// how long a pass's record is kept for that.
+const CHECK_EVERY: usize = 20;
+const KEEP_SEEN: usize = 3 * CHECK_EVERY;
+
+/// Checks the actions recorded since the last check (read from the store, read-only, while the
+/// daemon runs) and forgets the passes seen long enough ago for their actions to be checked.
+fn check_recent(
+    sim: &SimCluster,
+    state: &std::path::Path,
+    seen: &mut BTreeMap<(String, String), PassSeen>,
+    checked: &mut std::collections::HashSet<i64>,
+    cycle: usize,
+    report: &mut SoakReport,
+) {
+    let store = match SqliteStore::open_read_only(state) {
+        Ok(s) => s,
+        Err(e) => {
+            report.violations.push(format!("cycle {cycle}: cannot read the store: {e}"));
+            return;
+        }
+    };
+    for node in sim.nodes() {
+        match store.recent_actions(node.name(), 200) {
+            Ok(mut actions) => {
+                actions.sort_by_key(|a| a.id.0);
+                check_actions(node.name(), &actions, seen, checked, false, report);
+            }
+            Err(e) => report.violations.push(format!("cycle {cycle}: {}: {e}", node.name())),
+        }
+    }
+    seen.retain(|_, p| p.cycle + KEEP_SEEN > cycle);
+}
+
 /// How many old journal files rotation keeps (the default `Rotation`).
 const JOURNAL_KEEP: usize = 5;
 
@@ -648,14 +695,32 @@ async fn count_api_events(c: &reqwest::Client, addr: &str) -> Result<(u64, i64),
 /// The actions of the passes the status showed: none touching the node at or above the
 /// hands-off temperature or under the mass-failure hold; no load of a loaded model before its
 /// unload in the same pass.
+///
+/// A pass's actions are checked together, once: during the run (`last` false) only passes
+/// whose every action has ended; at the end, all.
 fn check_actions(
     node: &str,
     actions: &[homeostat::store::ActionRecord],
     seen: &BTreeMap<(String, String), PassSeen>,
+    checked: &mut std::collections::HashSet<i64>,
+    last: bool,
     report: &mut SoakReport,
 ) {
+    let mut passes: BTreeMap<&str, Vec<&homeostat::store::ActionRecord>> = BTreeMap::new();
+    for a in actions {
+        passes.entry(&a.correlation).or_default().push(a);
+    }
+    passes.retain(|corr, acts| {
+        seen.contains_key(&(node.to_owned(), (*corr).to_owned()))
+            && !acts.iter().any(|a| checked.contains(&a.id.0))
+            && (last || acts.iter().all(|a| a.end.is_some()))
+    });
     let mut unloaded: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for a in actions {
+        if !passes.contains_key(a.correlation.as_str()) {
+            continue;
+        }
+        checked.insert(a.id.0);
         let Some(pass) = seen.get(&(node.to_owned(), a.correlation.clone())) else { continue };
         let kind = a.action["action"].as_str().unwrap_or("");
         let model = a.action["model"].as_str().unwrap_or("");
