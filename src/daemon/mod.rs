@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  run(config, shutdown)
-//!   ├─ node task m1 ─┐   observe m1 → plan (focus m1, whole view) → persist → act → persist
+//!   ├─ node task m1 ─┐   observe m1 → plan (focus m1, others as last planned) → persist → act → persist
 //!   ├─ node task m2 ─┤       → routes (whole view) → notifications            (worker)
 //!   ├─ service task ─┤
 //!   │                └──► View (Mutex: desired, observations, memory, routes, task status)
