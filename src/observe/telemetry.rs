@@ -440,7 +440,10 @@ node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/ro"
         assert!(e.starts_with("unexpected line \"\\u{5}") && e.ends_with("…\""), "{e}");
         assert!(e.len() <= "unexpected line ".len() + 80 + 5, "{} bytes: {e}", e.len());
         let e = parse_nvidia_smi(&format!("{}, 1, 2", "\u{7f}".repeat(100))).unwrap_err();
-        assert!(e.starts_with("not a number: ") && e.len() <= "not a number: ".len() + 40 + 5, "{e}");
+        assert!(
+            e.starts_with("not a number: ") && e.len() <= "not a number: ".len() + 40 + 5,
+            "{e}"
+        );
         let e = parse_nvidia_smi("NVIDIA-SMI has failed").unwrap_err();
         assert_eq!(e, "unexpected line \"NVIDIA-SMI has failed\"");
     }
