@@ -55,6 +55,8 @@ for t in "${targets[@]}"; do
         echo "   CRASH (see $log and fuzz/artifacts/$t/)"
     fi
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^Done [0-9]+ runs' "$log" | sed 's/^/   /' || true
+    # libFuzzer's last status line: coverage (cov: edges, ft: features), corpus, exec/s.
+    grep -E '^#[0-9]+[[:space:]]' "$log" | tail -n 1 | sed 's/^/   last: /' || true
     echo "   corpus: $(find "$here/corpus/$t" -type f | wc -l) inputs"
 done
 exit "$status"

@@ -287,3 +287,14 @@ fn reply(body: &[u8]) -> homeostat::observe::http::Reply {
 fn names() -> homeostat::observe::driver::DesiredNames {
     homeostat::observe::driver::DesiredNames(vec!["qwen/qwen3-8b".into()])
 }
+
+/// Inputs cargo-fuzz found to break an entry point, kept so CI replays them. Each must now pass
+/// its entry point (the entry's checks are what failed).
+#[test]
+fn cargo_fuzz_crashes_stay_fixed() {
+    // prometheus, 2026-11-24 (minimized with `cargo fuzz tmin`): a line of control characters
+    // made nvidia-smi's "unexpected line" error 480 bytes long (the input was cut to 80 bytes
+    // before `{:?}` escaped each character to up to 10); the cap now applies after escaping.
+    entry::prometheus(b"\x23\x20\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x01\x00\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x05\x08\x00\x00\x00\x72\x79\x2e\x65\x6f\x01\x00\x00\x00\x05\x05\x05\x71\x05\x6f\x72\x79\x2e\x65");
+    entry::prometheus("\u{5}".repeat(200).as_bytes());
+}

@@ -214,7 +214,7 @@ pub fn parse_nvidia_smi(text: &str) -> Result<Telemetry, String> {
             continue;
         }
         if fields.len() < columns.len() {
-            return Err(format!("unexpected line {:?}", http::truncate(line, 80)));
+            return Err(format!("unexpected line {}", quoted(line, 80)));
         }
         let mut gpu = [None; 3];
         for (field, column) in fields.iter().zip(&columns) {
@@ -254,7 +254,25 @@ fn parse_field(f: &str) -> Result<Option<f64>, String> {
     number
         .parse::<f64>()
         .map(|v| v.is_finite().then_some(v))
-        .map_err(|_| format!("not a number: {:?}", http::truncate(f, 40)))
+        .map_err(|_| format!("not a number: {}", quoted(f, 40)))
+}
+
+/// `s` quoted and escaped like `{:?}`, at most `max` bytes of escapes between the quotes (then
+/// `…`). Escaping comes first so the cap holds: a control character escapes to up to 10 bytes,
+/// so truncating the raw text before `{:?}` let 80 bytes of input become 480 (found by the
+/// `prometheus` fuzz target).
+fn quoted(s: &str, max: usize) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        let e = c.escape_debug();
+        if out.len() - 1 + e.len() > max {
+            out.push('…');
+            break;
+        }
+        out.extend(e);
+    }
+    out.push('"');
+    out
 }
 
 /// A URL without `user:password@` (exporter URLs should carry none; never print one anyway).
@@ -411,6 +429,23 @@ node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/ro"
         assert!(parse_nvidia_smi("").unwrap_err().contains("no GPU lines"));
         assert!(parse_nvidia_smi("NVIDIA-SMI has failed").unwrap_err().contains("unexpected line"));
         assert!(parse_nvidia_smi("hot, 1, 2").unwrap_err().contains("not a number"));
+    }
+
+    /// An error quoting the output stays short whatever the output holds: control characters
+    /// (escaped to several bytes each) used to make "unexpected line" 480 bytes long (the
+    /// `prometheus` fuzz target's crash, minimized: `# ` and control bytes).
+    #[test]
+    fn error_quotes_are_capped_after_escaping() {
+        let e = parse_nvidia_smi(&"\u{5}".repeat(200)).unwrap_err();
+        assert!(e.starts_with("unexpected line \"\\u{5}") && e.ends_with("…\""), "{e}");
+        assert!(e.len() <= "unexpected line ".len() + 80 + 5, "{} bytes: {e}", e.len());
+        let e = parse_nvidia_smi(&format!("{}, 1, 2", "\u{7f}".repeat(100))).unwrap_err();
+        assert!(
+            e.starts_with("not a number: ") && e.len() <= "not a number: ".len() + 40 + 5,
+            "{e}"
+        );
+        let e = parse_nvidia_smi("NVIDIA-SMI has failed").unwrap_err();
+        assert_eq!(e, "unexpected line \"NVIDIA-SMI has failed\"");
     }
 
     /// Userinfo never reaches an error text.
