@@ -465,29 +465,28 @@ pub async fn run(cfg: &SoakConfig) -> SoakReport {
             continue;
         };
         for (name, n) in nodes {
-            if let Some(corr) = pass_shown(n) {
-                if let std::collections::btree_map::Entry::Vacant(e) =
+            if let Some(corr) = pass_shown(n)
+                && let std::collections::btree_map::Entry::Vacant(e) =
                     seen.entry((name.clone(), corr))
-                {
-                    let pass = PassSeen {
-                        cycle,
-                        hot: n["observed"]["gpuTempC"].as_f64().filter(|t| *t >= hands_off),
-                        mass_hold: n["held"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .any(|h| h["hold"] == "mass-failure"),
-                        loaded: n["observed"]["loaded"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|m| m.as_str().map(String::from))
-                            .collect(),
-                    };
-                    report.passes_seen += 1;
-                    report.passes_under_hold += u64::from(pass.mass_hold);
-                    e.insert(pass);
-                }
+            {
+                let pass = PassSeen {
+                    cycle,
+                    hot: n["observed"]["gpuTempC"].as_f64().filter(|t| *t >= hands_off),
+                    mass_hold: n["held"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|h| h["hold"] == "mass-failure"),
+                    loaded: n["observed"]["loaded"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m.as_str().map(String::from))
+                        .collect(),
+                };
+                report.passes_seen += 1;
+                report.passes_under_hold += u64::from(pass.mass_hold);
+                e.insert(pass);
             }
             let Some(o) = open.get(name) else { continue };
             if mass_nodes.contains(name) {
