@@ -263,6 +263,11 @@ fn authorize(c: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// How much of an oversized body (up to) is read and thrown away before the 413 goes out:
+/// closing on a client still writing its body resets the connection, and the client would see
+/// a broken pipe instead of the answer. Bigger bodies are refused without reading.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
 /// Reads a body of at most [`BODY_LIMIT`] bytes; `None` when it is empty.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json::Value>, ApiError> {
     let too_large = || {
@@ -272,23 +277,33 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json:
             format!("the body is larger than {BODY_LIMIT} bytes"),
         )
     };
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > BODY_LIMIT
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
         return Err(too_large());
     }
-    let mut buf = Vec::new();
+    let mut over = declared.is_some_and(|len| len > BODY_LIMIT);
+    let (mut buf, mut read) = (Vec::new(), 0usize);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-        if buf.len() + chunk.len() > BODY_LIMIT {
-            return Err(too_large());
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(_) if over => break,
+            Err(e) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        };
+        read += chunk.len();
+        over |= read > BODY_LIMIT;
+        if read > DRAIN_LIMIT {
+            break;
         }
-        buf.extend_from_slice(&chunk);
+        if !over {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(too_large());
     }
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
