@@ -65,6 +65,7 @@ pub struct SoakReport {
     pub elapsed: Duration,
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
+    /// Events the store holds at the end (its retention prunes the oldest).
     pub events: u64,
     /// events.jsonl and its rotated files.
     pub journal_files: usize,
@@ -152,7 +153,7 @@ impl fmt::Display for SoakReport {
         writeln!(f, "  graceful shutdown      {} ms", self.shutdown_ms)?;
         writeln!(
             f,
-            "  events written         {} (journal: {} file(s) after rotation)",
+            "  events in the store    {} (after its retention; journal: {} file(s) after rotation)",
             self.events, self.journal_files
         )?;
         writeln!(f, "  invariant violations   {}", self.violations.len())?;
