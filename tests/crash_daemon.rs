@@ -21,7 +21,10 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crash_cluster::{ALL, BUDGET, HEALABLE, KILLS, SIM, action_kind, is_heal_step, manifests};
+use crash_cluster::{
+    ALL, BUDGET, HEALABLE, KILLS, Req, SIM, action_kind, check_loads_logged,
+    check_no_duplicate_instances, classify, is_heal_step, manifests,
+};
 use harness::{Harness, is_mutation, wait_for};
 use homeostat::health::{Breaker, Lifecycle};
 use homeostat::plan::memory::Memory;
@@ -95,41 +98,9 @@ fn status_of(a: &ActionRecord) -> Option<String> {
     a.end.as_ref().map(|e| serde_json::to_value(e.status).unwrap().as_str().unwrap().to_owned())
 }
 
-/// What a request on the simulator's log does to the node's one model.
-#[derive(PartialEq)]
-enum Req {
-    Load,
-    Unload,
-    Other,
-}
-
-fn classify(method: &str, path: &str, body: Option<&Value>) -> Req {
-    if !is_mutation(method, path, body) {
-        return Req::Other;
-    }
-    let p = path.split('?').next().unwrap_or(path);
-    if p.ends_with("/models/unload") || body.and_then(|b| b.get("keep_alive")) == Some(&json!(0)) {
-        Req::Unload
-    } else if p.ends_with("/models/load")
-        || p.ends_with("/api/generate")
-        || p.ends_with("/api/chat")
-    {
-        Req::Load
-    } else {
-        Req::Other
-    }
-}
-
 /// The sequence number the node's next logged request will get.
 fn next_seq(node: &SimNode) -> u64 {
     node.with_model(|m| m.log().last().map_or(0, |e| e.seq + 1))
-}
-
-/// Load requests a simulated node received.
-fn sim_loads(node: &SimNode) -> usize {
-    node.with_model(|m| {
-        m.log().filter(|e| classify(&e.method, &e.path, e.body.as_ref()) == Req::Load).count()
-    })
 }
 
 /// Whether the node received a mutating request from log sequence number `mark` on.
@@ -188,17 +159,6 @@ fn check_request_log(h: &Harness, history: &SimHistory, ctx: &str) {
                 }
             }
         });
-    }
-}
-
-/// Never two copies of one model on a node (a repeated LM Studio load shows as `key:2`).
-fn check_no_duplicate_instances(h: &Harness, ctx: &str) {
-    for node in ALL {
-        let st = h.node(node).state();
-        let mut seen = BTreeSet::new();
-        for i in st.instances.iter().filter(|i| i.is_running()) {
-            assert!(seen.insert(i.model.clone()), "{ctx}: {node} runs {} twice", i.model);
-        }
     }
 }
 
@@ -771,22 +731,7 @@ async fn sigkill_the_daemon_at_random_moments_while_healing() {
     for node in ALL {
         let m = end.node(node);
         assert_eq!(m.health.lifecycle, Lifecycle::Healthy, "{node}: {m:?}");
-        let st = h.node(node).state();
-        assert_eq!(
-            st.instances.iter().filter(|i| i.is_loaded()).count(),
-            1,
-            "{node}: {:?}",
-            st.instances
-        );
-        // Every load the node received was logged first (a kill may cut one off before it
-        // was sent).
-        let logged = end.actions[node].iter().filter(|a| action_kind(a) == "load").count();
-        let received = sim_loads(&h.node(node));
-        assert!(received <= logged, "{node}: {received} loads received, {logged} logged");
-        assert!(
-            logged - received <= tally.kills as usize,
-            "{node}: {logged} logged, {received} received"
-        );
+        check_loads_logged(&h, node, &end.actions[node], tally.kills);
     }
     assert_eq!(
         end.node("b").last_known_good.map(|c| c.model).as_deref(),

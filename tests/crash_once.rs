@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crash_cluster::{ALL, BUDGET, HEALABLE, KILLS, SIM, action_kind, is_heal_step, manifests};
+use crash_cluster::{
+    ALL, BUDGET, HEALABLE, KILLS, SIM, action_kind, check_loads_logged,
+    check_no_duplicate_instances, is_heal_step, manifests,
+};
 use harness::{Harness, is_mutation, split, wait_for};
 use homeostat::health::{Breaker, Lifecycle};
 use homeostat::plan::memory::{Memory, ModelConfig};
@@ -50,20 +53,6 @@ fn snapshot(h: &Harness, ctx: &str) -> Option<Snapshot> {
         .map(|n| ((*n).to_owned(), store.recent_actions(n, 1_000_000).unwrap()))
         .collect();
     Some(Snapshot { memory, actions })
-}
-
-/// Load requests a simulated node received (LM Studio REST loads; Ollama prompt-less generates).
-fn sim_loads(node: &SimNode) -> usize {
-    node.with_model(|m| {
-        m.log()
-            .filter(|e| is_mutation(&e.method, &e.path, e.body.as_ref()))
-            .filter(|e| !e.path.contains("unload"))
-            .filter(|e| {
-                // Ollama unloads are prompt-less generates with keep_alive 0.
-                e.body.as_ref().and_then(|b| b.get("keep_alive")) != Some(&json!(0))
-            })
-            .count()
-    })
 }
 
 /// Mutating requests a simulated node received so far.
@@ -203,48 +192,6 @@ fn check_run(
     }
     if any_open {
         tally.mid_action += 1;
-    }
-}
-
-/// The models each simulated node runs: never two copies of one model (a repeated load of an
-/// LM Studio model would show as a second instance `key:2`).
-fn check_no_duplicate_instances(h: &Harness, ctx: &str) {
-    for node in ALL {
-        let st = h.node(node).state();
-        let mut seen = BTreeSet::new();
-        for i in st.instances.iter().filter(|i| i.is_running()) {
-            if !seen.insert(i.model.clone()) {
-                let store = SqliteStore::open_read_only(&h.state_dir()).unwrap();
-                let actions = store.recent_actions(node, 30).unwrap();
-                let events = store.recent_events(Some(node), 60).unwrap();
-                let log: Vec<_> = h
-                    .node(node)
-                    .log()
-                    .into_iter()
-                    .rev()
-                    .take(60)
-                    .rev()
-                    .map(|e| format!("{} {} {} {:?}", e.at.as_millis(), e.method, e.path, e.status))
-                    .collect();
-                panic!(
-                    "{ctx}: {node} runs {} twice: {:#?}\nactions: {:#?}\nevents: {:#?}\nlog: {:#?}",
-                    i.model,
-                    st.instances,
-                    actions,
-                    events
-                        .iter()
-                        .map(|e| format!(
-                            "{} {} {} {}",
-                            e.at.as_millis(),
-                            e.correlation,
-                            e.kind,
-                            e.detail
-                        ))
-                        .collect::<Vec<_>>(),
-                    log
-                );
-            }
-        }
     }
 }
 
@@ -392,21 +339,7 @@ async fn sigkill_at_random_moments_while_healing() {
         let m = &end.memory.nodes[node];
         assert_eq!(m.health.lifecycle, Lifecycle::Healthy, "{node}: {m:?}");
         assert_eq!(m.health.breaker, Breaker::Closed { failures: 0 }, "{node}");
-        let st = h.node(node).state();
-        assert_eq!(
-            st.instances.iter().filter(|i| i.is_loaded()).count(),
-            1,
-            "{node}: {:?}",
-            st.instances
-        );
-        // Every load the node received was logged before it was sent.
-        let logged = end.actions[node].iter().filter(|a| action_kind(a) == "load").count();
-        let received = sim_loads(&h.node(node));
-        assert!(received <= logged, "{node}: {received} loads received, {logged} logged");
-        assert!(
-            logged - received <= tally.kills as usize,
-            "{node}: {logged} logged, {received} received"
-        );
+        check_loads_logged(&h, node, &end.actions[node], tally.kills);
     }
     let lkg = |n: &str| end.memory.nodes[n].last_known_good.clone().map(|c: ModelConfig| c.model);
     assert_eq!(lkg("b").as_deref(), Some("org/broken"), "b's trial verified it at last");

@@ -1087,21 +1087,25 @@ fn failed_verification_is_healed_again() {
     );
 }
 
+/// The daemon's pass for one node, at T0.
+fn focused(
+    d: &DesiredState,
+    o: &Observation,
+    m: &Memory,
+    node: &str,
+    known: Option<&BTreeMap<String, super::step::NodePlan>>,
+) -> PlanOutput {
+    let focus = super::Focus::node(node);
+    plan(&PlanInput { desired: d, observed: o, memory: m, now: T0, focus: Some(&focus), known })
+}
+
 /// A per-node pass (the daemon's) plans only its node: the other nodes' memory is untouched,
 /// but their latest observations still count for the mass-failure hold and the routing table.
 #[test]
 fn focus_plans_one_node_but_sees_the_cluster() {
     let d = cluster_of(4);
     let o = cluster_obs(4, 3);
-    let focus = super::Focus::node("n0");
-    let out = plan(&PlanInput {
-        desired: &d,
-        observed: &o,
-        memory: &Memory::default(),
-        now: T0,
-        focus: Some(&focus),
-        known: None,
-    });
+    let out = focused(&d, &o, &Memory::default(), "n0", None);
     assert_eq!(out.plan.nodes.keys().collect::<Vec<_>>(), ["n0"]);
     assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
     assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
@@ -1122,15 +1126,7 @@ fn focus_with_known_plans_decides_as_the_whole_pass() {
         let m = Memory::default();
         let whole = run(&d, &o, &m, T0);
         for name in d.nodes.keys() {
-            let focus = super::Focus::node(name);
-            let out = plan(&PlanInput {
-                desired: &d,
-                observed: &o,
-                memory: &m,
-                now: T0,
-                focus: Some(&focus),
-                known: Some(&whole.plan.nodes),
-            });
+            let out = focused(&d, &o, &m, name, Some(&whole.plan.nodes));
             assert_eq!(out.plan.nodes.get(name), whole.plan.nodes.get(name), "{name}, {down} down");
             assert_eq!(out.plan.mass_failure, whole.plan.mass_failure, "{name}, {down} down");
             assert_eq!(out.plan.routing, whole.plan.routing, "{name}, {down} down");
@@ -1142,15 +1138,7 @@ fn focus_with_known_plans_decides_as_the_whole_pass() {
     // though this observation shows three of four down.
     let o = cluster_obs(4, 3);
     let healthy = run(&d, &cluster_obs(4, 0), &Memory::default(), T0);
-    let focus = super::Focus::node("n3");
-    let out = plan(&PlanInput {
-        desired: &d,
-        observed: &o,
-        memory: &Memory::default(),
-        now: T0,
-        focus: Some(&focus),
-        known: Some(&healthy.plan.nodes),
-    });
+    let out = focused(&d, &o, &Memory::default(), "n3", Some(&healthy.plan.nodes));
     assert_eq!(out.plan.mass_failure, None);
 }
 
