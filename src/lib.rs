@@ -23,6 +23,8 @@
 //! - `health`: pure breaker, backoff and lifecycle state machines.
 //! - `act`: the executor; `bench`: suites, scores, arena, history; `store`: SQLite.
 //! - `daemon`, `api`, `notify`: the long-running service; `sim`: simulated backends.
+//! - `scenario`: the trajectory harness (the real pass over the simulated nodes on a virtual
+//!   clock) and the temporal properties every healing trajectory keeps.
 
 pub mod act;
 pub mod api;
@@ -35,6 +37,8 @@ pub mod health;
 pub mod notify;
 pub mod observe;
 pub mod plan;
+#[cfg(any(test, feature = "scenario"))]
+pub mod scenario;
 pub mod secret;
 pub mod sim;
 pub mod store;

@@ -129,6 +129,27 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// Time as tokio's timer sees it, from `anchor`: with tokio's paused time (the trajectory
+/// harness) it is a virtual clock that every `tokio::time::sleep` and timeout advances, so the
+/// real observer and executor wait without waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    anchor: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn start(anchor: Timestamp) -> Self {
+        TokioClock { anchor, start: tokio::time::Instant::now() }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.anchor + self.start.elapsed()
+    }
+}
+
 /// A clock a test moves by hand.
 #[derive(Debug, Default)]
 pub struct ManualClock(std::sync::atomic::AtomicU64);

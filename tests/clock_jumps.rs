@@ -118,6 +118,12 @@ impl Runs {
         }
         self.anchor = Some(ClockAnchor { boot_id: "boot-1".into(), uptime_ms: uptime, at: now });
         let clock = ManualClock::at(now);
+        let (notifications, _) = homeostat::notify::Notifications::start(
+            &self.desired.notifiers,
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let env = PassEnv {
             desired: &self.desired,
             http: &self.http,
@@ -126,6 +132,7 @@ impl Runs {
             state_dir: &self.h.state_dir(),
             correlation: format!("clock-{uptime}"),
             cancel: tokio_util::sync::CancellationToken::new(),
+            notifications: &notifications,
         };
         run_pass(&env).await.unwrap();
         now

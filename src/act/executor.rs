@@ -354,10 +354,9 @@ async fn run_node_step(
             }
         }
         Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-            let out =
-                command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
-                    .await
-                    .map_err(|e| crate::cli::chain(&e))?;
+            let out = run_command(ctx, command, Duration::from_millis(*timeout_ms))
+                .await
+                .map_err(|e| crate::cli::chain(&e))?;
             if !out.success() {
                 return Err(format!("restart command exited with {:?}: {}", out.code, out.tail()));
             }
@@ -373,12 +372,14 @@ async fn run_node_step(
             Ok(StepDone { detail, verify: Some(v) })
         }
         Action::Pull { model, deadline_ms } => {
-            let mut last_event = std::time::Instant::now() - Duration::from_secs(10);
+            let mut last_event: Option<crate::time::Timestamp> = None;
             let recorder = ctx.recorder;
+            let clock = ctx.clock;
             let mut progress = |p: &driver::PullProgress| {
                 // At most one progress event a second.
-                if last_event.elapsed() >= Duration::from_secs(1) {
-                    last_event = std::time::Instant::now();
+                let now = clock.now();
+                if last_event.is_none_or(|t| now.since(t) >= Duration::from_secs(1)) {
+                    last_event = Some(now);
                     recorder.event(
                         Some(name),
                         "pull.progress",
@@ -474,6 +475,19 @@ async fn load_with_oom_retry(
     }
 }
 
+/// Runs a manifest's command: in-process when the node registry answers it (the trajectory
+/// harness's simulated restart), else as a real process (`command::run`).
+async fn run_command(
+    ctx: &ExecContext<'_>,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<command::CommandOutput, command::CommandError> {
+    if let Some(run) = ctx.http.in_process().and_then(|p| p.command(argv)) {
+        return Ok(run.await);
+    }
+    command::run(argv, timeout, command::OUTPUT_CAP).await
+}
+
 /// After a restart: poll until the node answers, up to `deadline`.
 async fn wait_node_ready(
     ctx: &ExecContext<'_>,
@@ -481,13 +495,13 @@ async fn wait_node_ready(
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = ctx.clock.now();
     loop {
         let obs = client.observe(&[]).await;
         if obs.reach.is_up() {
             return Ok(());
         }
-        if started.elapsed() >= deadline {
+        if ctx.clock.now().since(started) >= deadline {
             let cause = match obs.reach {
                 crate::observe::snapshot::Reach::Down { cause } => cause.to_string(),
                 crate::observe::snapshot::Reach::Up => String::new(),
@@ -545,9 +559,7 @@ async fn execute_service(
         let logged = ctx.recorder.begin_action(&format!("service/{name}"), &step.action);
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-                match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
-                    .await
-                {
+                match run_command(ctx, command, Duration::from_millis(*timeout_ms)).await {
                     Err(e) => Err(crate::cli::chain(&e)),
                     Ok(out) if !out.success() => {
                         Err(format!("restart command exited with {:?}: {}", out.code, out.tail()))
@@ -602,13 +614,13 @@ async fn wait_service_ready(
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = ctx.clock.now();
     loop {
         let obs = probe_service(spec, ctx.http, ctx.desired.cluster.probe.timeout.get()).await;
         if obs.reach.is_up() {
             return Ok(());
         }
-        if started.elapsed() >= deadline {
+        if ctx.clock.now().since(started) >= deadline {
             return Err(format!(
                 "the service did not answer {} within {}",
                 spec.probe.url,

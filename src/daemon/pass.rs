@@ -15,12 +15,16 @@ use tokio_util::sync::CancellationToken;
 use crate::act::executor::{
     ExecContext, ExecutionReport, HealResult, Recorder, StepOutcome, execute,
 };
+use crate::daemon::persist::NOTIFY_STATE_FILE;
+use crate::daemon::shared::CLUSTER_SCOPE;
 use crate::desired::DesiredState;
+use crate::notify::{Notice, Notifications};
 use crate::observe::http::Http;
 use crate::observe::snapshot::Observation;
 use crate::plan::diagnose::Problem;
 use crate::plan::memory::{Memory, NodeMemory, ServiceMemory};
 use crate::plan::routing::RoutingTable;
+use crate::desired::Severity;
 use crate::plan::step::{Action, Plan};
 use crate::plan::{PlanInput, plan};
 use crate::store::{
@@ -41,6 +45,10 @@ pub struct PassEnv<'a> {
     /// Correlation id of this pass (in every event and action).
     pub correlation: String,
     pub cancel: CancellationToken,
+    /// De-duplication and delivery of alerts, as the daemon's: one notice per condition (and
+    /// per `renotifyAfter`), its state persisted in `notify-state.json` so that `--once` from
+    /// cron notifies exactly like the daemon.
+    pub notifications: &'a Notifications,
 }
 
 /// What a pass did.
@@ -53,6 +61,10 @@ pub struct PassReport {
     pub execution: ExecutionReport,
     /// Nodes and services still unhealthy after the pass (for `--once`'s exit code).
     pub unhealthy: Vec<String>,
+    /// What the notifiers were sent in this pass (firing, reminders, recoveries).
+    pub notices: Vec<Notice>,
+    /// Critical alerts open after the pass (their keys): `--once` exits 3 while any is.
+    pub critical_open: Vec<String>,
 }
 
 /// Why a pass could not run at all (the store is unusable).
@@ -103,7 +115,7 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
     });
     let recorder = StoreRecorder::new(store.clone(), env.clock, &env.correlation);
 
-    record_transitions(&recorder, &memory, &out.memory, &out.plan);
+    record_transitions(&recorder, &memory, &out.memory);
     let mut memory = out.memory;
     memory.cluster.active_alerts = out.plan.all_alerts().map(|a| a.key.clone()).collect();
     let saved = memory.clone();
@@ -129,6 +141,15 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         plan.routing = crate::plan::routing_after_execution(env.desired, &memory, &plan, &verified);
     }
     write_routes(env.state_dir, &plan, &recorder);
+    let notices = notify_pass(env, &recorder, &plan, now);
+    let critical_open = env
+        .notifications
+        .state()
+        .active
+        .values()
+        .filter(|a| a.alert.severity == Severity::Critical)
+        .map(|a| a.alert.key.clone())
+        .collect();
     let unhealthy = still_unhealthy(&plan, &execution);
     Ok(PassReport {
         correlation: env.correlation.clone(),
@@ -137,7 +158,57 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         plan,
         execution,
         unhealthy,
+        notices,
+        critical_open,
     })
+}
+
+/// The pass's alerts through the notifications, under the daemon's scopes (`node/NAME`,
+/// `service/NAME`, `cluster`), so that the daemon and `--once` share one de-duplication state:
+/// `alert` / `alert.resolved` events for what opened and cleared, the notices queued, the state
+/// written to `notify-state.json`. Returns the notices.
+fn notify_pass(
+    env: &PassEnv<'_>,
+    recorder: &StoreRecorder<'_>,
+    plan: &Plan,
+    now: Timestamp,
+) -> Vec<Notice> {
+    let n = env.notifications;
+    let mut decisions = Vec::new();
+    for (name, np) in &plan.nodes {
+        decisions.push(n.observe_scope(&format!("node/{name}"), np.alerts.iter(), now));
+    }
+    for (name, sp) in &plan.services {
+        decisions.push(n.observe_scope(&format!("service/{name}"), sp.alerts.iter(), now));
+    }
+    decisions.push(n.observe_scope(CLUSTER_SCOPE, plan.alerts.iter(), now));
+    let mut notices = Vec::new();
+    for d in &decisions {
+        n.send(d);
+        for a in &d.opened {
+            recorder.event(a.node.as_deref(), kinds::ALERT, json!(a));
+        }
+        for r in &d.resolved {
+            recorder.event(
+                r.alert.node.as_deref(),
+                "alert.resolved",
+                json!({ "key": r.alert.key, "since": r.since, "summary": r.alert.summary }),
+            );
+        }
+        notices.extend(d.notices.iter().cloned());
+    }
+    if decisions.iter().any(|d| !d.is_empty()) {
+        let path = env.state_dir.join(NOTIFY_STATE_FILE);
+        let text = serde_json::to_vec_pretty(&n.state()).unwrap_or_default();
+        if let Err(e) = crate::store::state_dir::write_private_atomic(&path, &text) {
+            recorder.event(
+                None,
+                "notify-state.write-failed",
+                json!({ "path": path.display().to_string(), "error": e.to_string() }),
+            );
+        }
+    }
+    notices
 }
 
 /// Runs a store call on a blocking thread.
@@ -173,20 +244,11 @@ fn still_unhealthy(plan: &Plan, execution: &ExecutionReport) -> Vec<String> {
 }
 
 /// Events for what changed between the remembered state and this pass's view: lifecycle and
-/// breaker transitions, alerts that appeared or cleared.
-fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory, plan: &Plan) {
+/// breaker transitions (alerts are the notifications' decisions: `notify_pass`).
+fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory) {
     for (name, m) in &after.nodes {
         let old = before.nodes.get(name).cloned().unwrap_or_default();
         record_node_transitions(recorder, name, &old, m);
-    }
-    let now_active: BTreeSet<String> = plan.all_alerts().map(|a| a.key.clone()).collect();
-    for alert in plan.all_alerts() {
-        if !before.cluster.active_alerts.contains(&alert.key) {
-            recorder.event(alert.node.as_deref(), kinds::ALERT, json!(alert));
-        }
-    }
-    for key in before.cluster.active_alerts.difference(&now_active) {
-        recorder.event(None, "alert.resolved", json!({ "key": key }));
     }
 }
 

@@ -9,6 +9,8 @@
 //!   so the executor reuses them; `driver::NodeClient` is the common face.
 //! - `prometheus` (text-format parser) and `telemetry` (exporters and `nvidia-smi` commands).
 //! - `service`: the HTTP probe of plain services.
+//! - `in_process`: the seam through which a node is reached in-process (the trajectory harness
+//!   over the simulator's pure model); never attached in production.
 //! - `observer`: all nodes and services concurrently (bounded), each request with its node's
 //!   timeout, a failed attempt retried once after the retry delay.
 //!
@@ -17,6 +19,7 @@
 
 pub mod driver;
 pub mod http;
+pub mod in_process;
 pub mod llamacpp;
 pub mod lmstudio;
 pub mod observer;

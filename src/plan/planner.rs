@@ -148,7 +148,7 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
         m.health.hold_after_interrupted_heal(cluster);
-        update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
+        update_counters(&mut m.health, &problems, cluster, now);
         if let Some(t) = obs.telemetry.gpu_temp_c {
             m.last_temp_c = Some(t);
         }
@@ -352,7 +352,6 @@ fn diagnose_with_memory(
 fn update_counters(
     h: &mut HealthMemory,
     problems: &[Problem],
-    failed_attempts: u32,
     cluster: &ClusterSpec,
     now: Timestamp,
 ) {
@@ -362,7 +361,9 @@ fn update_counters(
         .iter()
         .any(|p| matches!(p, Problem::SettingsDrift { .. } | Problem::NotAvailable { .. }));
     if let Some(p) = failing {
-        h.consecutive_failures = h.consecutive_failures.saturating_add(failed_attempts.max(1));
+        // One observation is one failure, whatever retries happened inside it (the observer's
+        // retry only decides whether this observation failed).
+        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         h.healthy_since = None;
         h.problem = Some(p.to_string());
         if h.consecutive_failures >= cluster.heal.failure_threshold {
@@ -1356,7 +1357,7 @@ fn plan_service(
         Reach::Up => Vec::new(),
         Reach::Down { cause } => vec![Problem::Unreachable { cause: cause.clone() }],
     };
-    update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
+    update_counters(&mut m.health, &problems, cluster, now);
     let mut sp = ServicePlan {
         lifecycle: m.health.lifecycle,
         breaker: m.health.breaker.view(now),

@@ -1,0 +1,323 @@
+//! Scenarios: one per trajectory bug found by hand (each failed before its fix), and the
+//! situations users meet. Each checks the general properties (`Trajectory::violations`) and its
+//! own expectations over time.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Scenario, Trajectory, run};
+use crate::health::Lifecycle;
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+const MIN: fn(u64) -> Duration = |m| Duration::from_secs(60 * m);
+
+/// A lab's cluster policy with the defaults' shape (virtual time makes real durations cheap).
+const CLUSTER: &str = "\
+apiVersion: homeostat.dev/v1
+kind: Cluster
+metadata: { name: lab }
+spec:
+  reconcileInterval: 10s
+  probe: { timeout: 2s, localTimeout: 2s, retryDelay: 1s }
+  heal:
+    failureThreshold: 2
+    actionDelay: 2s
+    maxAttempts: 3
+    unloadSettle: 1s
+    loadTimeout: 60s
+    restartTimeout: 30s
+    backoffInitial: 30s
+    backoffMax: 10m
+  breaker: { failureThreshold: 3, coolDown: 10m }
+---
+apiVersion: homeostat.dev/v1
+kind: Notifier
+metadata: { name: ops }
+spec:
+  type: webhook
+  urlFrom: { file: $HOOK_FILE }
+";
+
+/// One LM Studio node with one resident model and a restart command.
+const ONE_NODE_SIM: &str = "
+nodes:
+  - name: m1
+    backend: lmstudio
+    vram: 24GiB
+    load-time: 5s
+    restart-time: 10s
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }
+      - { name: qwen/qwen3-4b, size: 3GiB, context-length: 8192 }
+";
+
+fn one_node(models: &str) -> String {
+    format!(
+        "{CLUSTER}---
+apiVersion: homeostat.dev/v1
+kind: Node
+metadata: {{ name: m1 }}
+spec:
+  backend: lmstudio
+  url: {url}
+  vram: 24GiB
+  restart: {{ command: {restart} }}
+  models:
+{models}",
+        url = super::url("m1"),
+        restart = super::restart_command("m1"),
+    )
+}
+
+const QWEN8: &str = "    - { name: qwen/qwen3-8b, size: 6GiB, contextLength: 8192 }\n";
+
+/// Plays `s` and fails with the trajectory's story on any property violation.
+#[track_caller]
+fn play(s: Scenario) -> Trajectory {
+    let t = run(&s).unwrap_or_else(|e| panic!("{e}"));
+    let v = t.violations();
+    assert!(
+        v.is_empty(),
+        "scenario {}: {} violation(s):\n{}\n\n{}",
+        t.name,
+        v.len(),
+        v.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        t.story()
+    );
+    t
+}
+
+fn lifecycle(t: &Trajectory, node: &str) -> Lifecycle {
+    t.last().memory.nodes.get(node).map(|m| m.health.lifecycle).unwrap_or_default()
+}
+
+/// The harness itself: a model crash is detected, healed after the action delay, verified; the
+/// node ends healthy with one heal.
+#[test]
+fn a_crash_is_healed_once_and_verified() {
+    let s = Scenario::new("crash", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(5));
+    let t = play(s);
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+    assert_eq!(t.events_of("m1", "heal.succeeded").count(), 1, "{}", t.story());
+}
+
+const QWEN4: &str = "    - { name: qwen/qwen3-4b, size: 3GiB, contextLength: 8192 }\n";
+
+/// Issue 15 "one observation counts as two failures": the retry inside one observation does
+/// not add a second failure; a heal needs two passes at least.
+#[test]
+fn a_failure_counts_once_per_observation() {
+    let s = Scenario::new("once-per-observation", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(55), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(3));
+    let t = play(s);
+    let first_heal = t.events_of("m1", "heal.started").next().map(|e| e.at);
+    let detected = t
+        .passes
+        .iter()
+        .find(|p| p.memory.nodes["m1"].health.consecutive_failures > 0)
+        .map(|p| p.started);
+    let (Some(heal), Some(seen)) = (first_heal, detected) else {
+        panic!("never detected or healed:\n{}", t.story())
+    };
+    assert!(heal.since(seen) >= S(10), "healed in the pass that first saw it:\n{}", t.story());
+}
+
+/// Issue 15 "a crash loop after verified heals is never backed off": a model that crashes again
+/// right after each verified heal is healed with the doubling backoff, then stopped with one
+/// critical escalation after `maxAttempts`, which says it is a crash loop.
+#[test]
+fn a_crash_loop_after_verified_heals_is_backed_off_then_escalated() {
+    let s = Scenario::new("crash-loop", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "model-crash", "on-load": true}))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(30));
+    let t = play(s);
+    let heals = t.events_of("m1", "heal.started").count();
+    assert_eq!(heals, 3, "maxAttempts heals, then stopped:\n{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Offline, "{}", t.story());
+    let critical: Vec<_> = t
+        .notices()
+        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
+        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
+        .collect();
+    assert_eq!(critical.len(), 1, "one escalation:\n{}", t.story());
+    assert!(critical[0].alert.summary.contains("crash"), "{:?}", critical[0].alert.summary);
+}
+
+/// Issue 15 "rollback gets stuck": a new primary that fails verification `rollbackAfter` (2)
+/// times ends rolled back to the last-known-good model, serving it, the failed model unloaded,
+/// an event and a warning alert; the failed model is not tried again.
+#[test]
+fn a_failed_new_primary_is_rolled_back_and_stays_rolled_back() {
+    let sim = "
+nodes:
+  - name: m1
+    backend: lmstudio
+    vram: 12GiB
+    load-time: 5s
+    restart-time: 10s
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }
+      - { name: qwen/qwen3-4b, size: 3GiB, context-length: 8192 }
+";
+    let s = Scenario::new("rollback", sim, &one_node(QWEN8))
+        .fault(S(1), "m1", json!({"kind": "wrong-answers", "model": "qwen/qwen3-4b"}))
+        .edit(S(60), &one_node(QWEN4))
+        .run_for(MIN(40));
+    let t = play(s);
+    let m = &t.last().memory.nodes["m1"];
+    assert_eq!(
+        m.rolled_back.as_ref().map(|c| c.model.as_str()),
+        Some("qwen/qwen3-8b"),
+        "rolled back:\n{}",
+        t.story()
+    );
+    assert_eq!(m.health.lifecycle, Lifecycle::Healthy, "serving its LKG:\n{}", t.story());
+    let obs = &t.last().report.observation.nodes["m1"];
+    let loaded: Vec<&str> = obs.instances.iter().map(|i| i.model.as_str()).collect();
+    assert_eq!(loaded, ["qwen/qwen3-8b"], "the failed model unloaded:\n{}", t.story());
+    assert_eq!(t.events_of("m1", "rollback").count(), 1, "one rollback event:\n{}", t.story());
+    assert!(
+        t.notices().any(|n| n.alert.severity == crate::desired::Severity::Warning
+            && n.alert.summary.contains("rolled back")),
+        "a warning alert says so:\n{}",
+        t.story()
+    );
+}
+
+/// Issue 15 "alerts flap": a node that stays down exhausts its attempts, its breaker opens and
+/// its half-open trials fail: one escalation, no recovery notice until it is really healthy, and
+/// one recovery once it is.
+#[test]
+fn an_escalation_stays_open_through_breaker_trials() {
+    let s = Scenario::new("breaker-trials", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "down", "survives-restart": true}))
+        .clear(MIN(50), "m1")
+        .run_for(MIN(70));
+    let t = play(s);
+    let firing = t
+        .notices()
+        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
+        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
+        .count();
+    let resolved = t
+        .notices()
+        .filter(|n| n.state == crate::notify::AlertState::Resolved)
+        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
+        .count();
+    assert_eq!((firing, resolved), (1, 1), "one escalation, one recovery:\n{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// Issue 15 "with maxAttempts above the breaker threshold, the breaker opens and nothing is
+/// sent": an open breaker escalates on its own.
+#[test]
+fn a_breaker_that_opens_before_attempts_run_out_escalates() {
+    let manifests = one_node(QWEN8).replace("maxAttempts: 3", "maxAttempts: 6");
+    let s = Scenario::new("breaker-first", ONE_NODE_SIM, &manifests)
+        .fault(S(60), "m1", json!({"kind": "down", "survives-restart": true}))
+        .run_for(MIN(30));
+    let t = play(s);
+    let critical = t
+        .notices()
+        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
+        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
+        .count();
+    assert_eq!(critical, 1, "the open breaker escalates once:\n{}", t.story());
+}
+
+/// Issue 15 "a VRAM-blocked resident model leaves the node unhealthy for good with no alert".
+#[test]
+fn a_resident_model_that_cannot_fit_is_alerted() {
+    let sim = "
+nodes:
+  - name: m1
+    backend: lmstudio
+    vram: 12GiB
+    load-time: 5s
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, context-length: 8192 }
+      - { name: big/orphan, size: 9GiB, loaded: true, context-length: 8192 }
+";
+    let manifests = one_node(QWEN8).replace("    - { name: qwen/qwen3-8b", "    - { name: qwen/qwen3-8b")
+        + "";
+    let s = Scenario::new("vram-blocked", sim, &manifests).run_for(MIN(10));
+    let t = play(s);
+    assert!(
+        t.notices().any(|n| n.alert.node.as_deref() == Some("m1")
+            && n.state == crate::notify::AlertState::Firing),
+        "the blocked heal is alerted:\n{}",
+        t.story()
+    );
+}
+
+/// Issue 15 "a node that cannot be probed is healthy": with its token variable unset the node
+/// is never reported healthy (its own state, not `healthy`), and that is alerted.
+#[test]
+fn a_node_that_cannot_be_probed_is_never_healthy() {
+    let manifests = one_node(QWEN8).replace(
+        "  vram: 24GiB\n",
+        "  vram: 24GiB\n  auth: { bearerTokenFrom: { env: HOMEOSTAT_SCENARIO_UNSET_TOKEN } }\n",
+    );
+    let s = Scenario::new("unprobeable", ONE_NODE_SIM, &manifests).run_for(MIN(2));
+    let t = play(s);
+    assert_ne!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+    assert!(t.notices().any(|n| n.alert.node.as_deref() == Some("m1")), "{}", t.story());
+}
+
+/// Issue 15 "a restart heal is never verified": a node that stops answering is restarted, and
+/// the restart is verified like a load.
+#[test]
+fn a_restart_heal_is_verified() {
+    let sim = "
+nodes:
+  - name: v1
+    backend: vllm
+    vram: 24GiB
+    load-time: 5s
+    restart-time: 10s
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }
+";
+    let manifests = format!(
+        "{CLUSTER}---
+apiVersion: homeostat.dev/v1
+kind: Node
+metadata: {{ name: v1 }}
+spec:
+  backend: vllm
+  url: {url}
+  vram: 24GiB
+  restart: {{ command: {restart} }}
+  models:
+{QWEN8}",
+        url = super::url("v1"),
+        restart = super::restart_command("v1"),
+    );
+    let s = Scenario::new("restart-verified", sim, &manifests)
+        .fault(S(60), "v1", json!({"kind": "model-crash"}))
+        .run_for(MIN(5));
+    let t = play(s);
+    assert_eq!(t.events_of("v1", "heal.succeeded").count(), 1, "{}", t.story());
+    assert_eq!(lifecycle(&t, "v1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// Issue 15 "attempts leak across episodes": a fault healed, then the same fault an hour later
+/// is a new episode: its first heal is attempt 1.
+#[test]
+fn attempts_count_per_episode() {
+    let s = Scenario::new("episodes", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .fault(MIN(60), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(65));
+    let t = play(s);
+    let attempts: Vec<u64> = t
+        .events_of("m1", "heal.started")
+        .filter_map(|e| e.detail.get("attempt").and_then(serde_json::Value::as_u64))
+        .collect();
+    assert_eq!(attempts, [1, 1], "{}", t.story());
+}
