@@ -488,7 +488,8 @@ async fn run_command(
     command::run(argv, timeout, command::OUTPUT_CAP).await
 }
 
-/// After a restart: poll until the node answers, up to `deadline`.
+/// After a restart: poll until the node answers and loads nothing more (a server started with
+/// its model, vLLM or a single-model llama-server, answers while it loads), up to `deadline`.
 async fn wait_node_ready(
     ctx: &ExecContext<'_>,
     client: &NodeClient,
@@ -498,7 +499,11 @@ async fn wait_node_ready(
     let started = ctx.clock.now();
     loop {
         let obs = client.observe(&[]).await;
-        if obs.reach.is_up() {
+        let loading = obs
+            .instances
+            .iter()
+            .any(|i| i.state == crate::observe::snapshot::InstanceState::Loading);
+        if obs.reach.is_up() && !loading {
             return Ok(());
         }
         if ctx.clock.now().since(started) >= deadline {
@@ -593,7 +598,7 @@ async fn execute_service(
     }
     let now = ctx.clock.now();
     if ok {
-        mem.health.heal_succeeded(now);
+        mem.health.heal_succeeded(now, cluster);
         report.heal = Some(HealResult::Verified);
     } else {
         mem.health.heal_failed(now, cluster);

@@ -18,13 +18,13 @@ use crate::act::executor::{
 use crate::daemon::persist::NOTIFY_STATE_FILE;
 use crate::daemon::shared::CLUSTER_SCOPE;
 use crate::desired::DesiredState;
+use crate::desired::Severity;
 use crate::notify::{Notice, Notifications};
 use crate::observe::http::Http;
 use crate::observe::snapshot::Observation;
 use crate::plan::diagnose::Problem;
 use crate::plan::memory::{Memory, NodeMemory, ServiceMemory};
 use crate::plan::routing::RoutingTable;
-use crate::desired::Severity;
 use crate::plan::step::{Action, Plan};
 use crate::plan::{PlanInput, plan};
 use crate::store::{
@@ -265,6 +265,15 @@ pub fn record_node_transitions(
             Some(name),
             kinds::STATE_CHANGED,
             json!({ "from": before.health.lifecycle, "to": after.health.lifecycle, "problem": after.health.problem }),
+        );
+    }
+    if before.rolled_back.is_none()
+        && let (Some(failed), Some(lkg)) = (&after.rolled_back, &after.last_known_good)
+    {
+        recorder.event(
+            Some(name),
+            "rollback",
+            json!({ "from": failed.model, "to": lkg.model, "reason": "failed verification" }),
         );
     }
     if before.health.breaker != after.health.breaker {

@@ -806,18 +806,18 @@ fn attempts_exhausted_goes_offline() {
         &m,
         T0 + secs(60),
         expect![[r#"
-        a: offline breaker=open
-            problem: resident model qwen is not loaded
-            problem: model qwen failed its verification suite (3 times)
-          # held: 3 heal attempts failed: offline until the breaker's trial
-              + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
-              = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
-          # alert critical: a is offline after 3 heal attempts (resident model qwen is not loaded); next trial after the breaker cool-down
-                try: look at the node's own logs; `homeostat status` shows the recent actions on a
-                try: fix the cause by hand; homeostat routes to the node again as soon as it answers
-            note: on-demand model coder is not loaded (expected, not drift)
-        # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
-    "#]],
+            a: offline breaker=open
+                problem: resident model qwen is not loaded
+                problem: model qwen failed its verification suite (3 times)
+              # held: 3 heal attempts failed: offline until the breaker's trial
+                  + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
+                  = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
+              # alert critical: a is offline (3 heal attempts failed; resident model qwen is not loaded); next trial after the breaker cool-down
+                    try: look at the node's own logs; `homeostat status` shows the recent actions on a
+                    try: fix the cause by hand; homeostat routes to the node again as soon as it answers
+                note: on-demand model coder is not loaded (expected, not drift)
+            # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
+        "#]],
     );
 }
 
@@ -1116,7 +1116,10 @@ fn focus_plans_one_node_but_sees_the_cluster() {
     assert_eq!(out.plan.nodes.keys().collect::<Vec<_>>(), ["n0"]);
     assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
     assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
-    assert_eq!(out.memory.nodes["n0"].health.consecutive_failures, 1, "one observation, one failure");
+    assert_eq!(
+        out.memory.nodes["n0"].health.consecutive_failures, 1,
+        "one observation, one failure"
+    );
 }
 
 /// A focused pass given the other nodes' plans of their last passes (`known`, the daemon's view)

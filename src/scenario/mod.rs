@@ -160,10 +160,8 @@ pub enum ScenarioError {
 }
 
 fn compile(name: &str, yaml: &str) -> Result<DesiredState, ScenarioError> {
-    crate::desired::from_yaml_str(yaml).map_err(|d| ScenarioError::Manifests {
-        name: name.to_owned(),
-        diagnostics: d.to_string(),
-    })
+    crate::desired::from_yaml_str(yaml)
+        .map_err(|d| ScenarioError::Manifests { name: name.to_owned(), diagnostics: d.to_string() })
 }
 
 /// Plays `scenario` and returns its trajectory. Panics only on a broken scenario.
@@ -218,8 +216,11 @@ async fn play(s: &Scenario) -> Result<Trajectory, ScenarioError> {
     let mut desired = vec![compile(&s.manifests)?];
     // Notices go nowhere (a receiver on no port answers at once); the harness reads them from
     // the pass reports, as decided.
-    let delivery =
-        DeliveryConfig { attempts: 1, request_timeout: Duration::from_millis(1), ..Default::default() };
+    let delivery = DeliveryConfig {
+        attempts: 1,
+        request_timeout: Duration::from_millis(1),
+        ..Default::default()
+    };
     let (notifications, _) = Notifications::start(
         &desired[0].notifiers,
         crate::notify::NotifyState::default(),
@@ -264,9 +265,9 @@ async fn play(s: &Scenario) -> Result<Trajectory, ScenarioError> {
             cancel: tokio_util::sync::CancellationToken::new(),
             notifications: &notifications,
         };
-        let report = run_pass(&env).await.map_err(|crate::daemon::pass::PassError::Store(e)| {
-            store_err(e)
-        })?;
+        let report = run_pass(&env)
+            .await
+            .map_err(|crate::daemon::pass::PassError::Store(e)| store_err(e))?;
         let memory = store.load_memory().map_err(store_err)?;
         passes.push(PassRecord {
             started: now,
@@ -285,7 +286,11 @@ async fn play(s: &Scenario) -> Result<Trajectory, ScenarioError> {
 
 impl Trajectory {
     /// Events of `kind` about `node`, in order.
-    pub fn events_of<'a>(&'a self, node: &'a str, kind: &'a str) -> impl Iterator<Item = &'a Event> {
+    pub fn events_of<'a>(
+        &'a self,
+        node: &'a str,
+        kind: &'a str,
+    ) -> impl Iterator<Item = &'a Event> {
         self.events.iter().filter(move |e| e.kind == kind && e.node.as_deref() == Some(node))
     }
 

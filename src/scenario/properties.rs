@@ -97,6 +97,9 @@ impl Trajectory {
             let attempt = e.detail.get("attempt").and_then(serde_json::Value::as_u64);
             let attempt = u32::try_from(attempt.unwrap_or(0)).unwrap_or(u32::MAX);
             match e.kind.as_str() {
+                // A rollback goes back to what worked: not a retry, not backed off.
+                "heal.started"
+                    if e.detail.get("intent").and_then(|i| i.as_str()) == Some("rollback") => {}
                 "heal.started" => {
                     let Some((ended, prev)) = last.get(n).copied() else { continue };
                     let desired = self.desired_at(e.at);
@@ -138,40 +141,50 @@ impl Trajectory {
     }
 
     /// A condition notified as firing is not resolved and fired again while its node never
-    /// became healthy in between: one notice per episode (reminders apart).
+    /// became healthy for good (its episode over, attempts back to 0) in between: one notice per
+    /// episode, reminders apart.
     fn no_alert_flapping(&self, out: &mut Vec<Violation>) {
-        // (notifier, key) -> pass index of the last recovery notice
-        let mut resolved: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-        for (i, p) in self.passes.iter().enumerate() {
+        // key -> when it was last resolved (the `alert.resolved` events)
+        let resolved_at: Vec<(&str, Timestamp)> = self
+            .events
+            .iter()
+            .filter(|e| e.kind == "alert.resolved")
+            .filter_map(|e| Some((e.detail.get("key")?.as_str()?, e.at)))
+            .collect();
+        for p in &self.passes {
             for n in &p.report.notices {
-                let k = (n.notifier.as_str(), n.alert.key.as_str());
-                match n.state {
-                    AlertState::Resolved => {
-                        resolved.insert(k, i);
-                    }
-                    AlertState::Firing if !n.reminder => {
-                        let Some(&r) = resolved.get(&k) else { continue };
-                        let Some(node) = n.alert.node.as_deref() else { continue };
-                        let healthy_between = self.passes[r..=i].iter().any(|q| {
-                            q.memory.nodes.get(node).is_some_and(|m| {
-                                m.health.lifecycle == Lifecycle::Healthy
-                                    && m.health.heal_attempts == 0
-                            })
-                        });
-                        if !healthy_between {
-                            out.push(Violation {
-                                property: "no-alert-flapping",
-                                at_ms: Self::at(p.started),
-                                detail: format!(
-                                    "{} fired again to {} after its recovery notice at t={}ms, {node} never healthy in between",
-                                    n.alert.key,
-                                    n.notifier,
-                                    Self::at(self.passes[r].started)
-                                ),
-                            });
-                        }
-                    }
-                    AlertState::Firing => {}
+                if n.state != AlertState::Firing || n.reminder {
+                    continue;
+                }
+                let Some(node) = n.alert.node.as_deref() else { continue };
+                let Some(r) = resolved_at
+                    .iter()
+                    .filter(|(k, at)| *k == n.alert.key && *at <= p.started)
+                    .map(|(_, at)| *at)
+                    .max()
+                else {
+                    continue;
+                };
+                let healthy_between = self
+                    .passes
+                    .iter()
+                    .filter(|q| q.started >= r && q.started <= p.started)
+                    .any(|q| {
+                        q.memory.nodes.get(node).is_some_and(|m| {
+                            m.health.lifecycle == Lifecycle::Healthy && m.health.heal_attempts == 0
+                        })
+                    });
+                if !healthy_between {
+                    out.push(Violation {
+                        property: "no-alert-flapping",
+                        at_ms: Self::at(p.started),
+                        detail: format!(
+                            "{} fired again to {} after it was resolved at t={}ms, {node}'s episode not over in between",
+                            n.alert.key,
+                            n.notifier,
+                            Self::at(r)
+                        ),
+                    });
                 }
             }
         }
@@ -222,8 +235,10 @@ impl Trajectory {
                     key_node.insert(&n.alert.key, node);
                 }
             }
-            for (n, m) in &p.memory.nodes {
-                if m.health.lifecycle != Lifecycle::Offline {
+            // The pass that finds the node offline (its plan's lifecycle) escalates it: the heal
+            // that exhausted the attempts ended in the pass before, after its plan.
+            for (n, np) in &p.report.plan.nodes {
+                if np.lifecycle != Lifecycle::Offline {
                     continue;
                 }
                 let escalated =
@@ -297,7 +312,10 @@ impl Trajectory {
                     out.push(Violation {
                         property: "heals-are-verified",
                         at_ms: Self::at(p.started),
-                        detail: format!("{n}: a {:?} heal ended verified without verification", r.intent),
+                        detail: format!(
+                            "{n}: a {:?} heal ended verified without verification",
+                            r.intent
+                        ),
                     });
                 }
             }

@@ -333,7 +333,9 @@ impl InProcessNode for ModelNode {
                 Err(model::LoadError::NotFound(model)) => {
                     return Err(DriverError::ModelNotFound { model });
                 }
-                Err(e) => return Err(DriverError::Rejected { op, status: 400, message: e.to_string() }),
+                Err(e) => {
+                    return Err(DriverError::Rejected { op, status: 400, message: e.to_string() });
+                }
             };
             loop {
                 let (status, next) = self.with(|m, _| (m.load_status(seq), m.next_change()));
@@ -355,7 +357,10 @@ impl InProcessNode for ModelNode {
                                     message: format!("out of memory: need {need}, free {free}"),
                                 }
                             }
-                            _ => DriverError::LoadFailed { model: name, message: "load failed".into() },
+                            _ => DriverError::LoadFailed {
+                                model: name,
+                                message: "load failed".into(),
+                            },
                         });
                     }
                     LoadStatus::Gone => {
@@ -398,9 +403,11 @@ impl InProcessNode for ModelNode {
                 Mangled::Clean { delay } => Self::wait(delay).await,
             }
             let id = if instance_id.is_empty() { model } else { instance_id };
-            self.with(|m, now| m.unload(id, now))
-                .map(|_| ())
-                .map_err(|e| DriverError::Rejected { op, status: 404, message: e.to_string() })
+            self.with(|m, now| m.unload(id, now)).map(|_| ()).map_err(|e| DriverError::Rejected {
+                op,
+                status: 404,
+                message: e.to_string(),
+            })
         }
         .boxed()
     }
