@@ -483,7 +483,10 @@ async fn run_command(
     timeout: Duration,
 ) -> Result<command::CommandOutput, command::CommandError> {
     if let Some(run) = ctx.http.in_process().and_then(|p| p.command(argv)) {
-        return Ok(run.await);
+        // The same deadline as a real process's.
+        return tokio::time::timeout(timeout, run).await.map_err(|_| {
+            command::CommandError::TimedOut { program: argv[0].clone(), after: timeout }
+        });
     }
     command::run(argv, timeout, command::OUTPUT_CAP).await
 }

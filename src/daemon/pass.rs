@@ -182,6 +182,21 @@ fn notify_pass(
         decisions.push(n.observe_scope(&format!("service/{name}"), sp.alerts.iter(), now));
     }
     decisions.push(n.observe_scope(CLUSTER_SCOPE, plan.alerts.iter(), now));
+    // Conditions of nodes and services removed from the manifests end with them.
+    let gone: BTreeSet<String> = n
+        .state()
+        .active
+        .values()
+        .map(|a| a.scope.clone())
+        .filter(|scope| match scope.split_once('/') {
+            Some(("node", name)) => !env.desired.nodes.contains_key(name),
+            Some(("service", name)) => !env.desired.services.contains_key(name),
+            _ => false,
+        })
+        .collect();
+    for scope in gone {
+        decisions.push(n.observe_scope(&scope, std::iter::empty(), now));
+    }
     let mut notices = Vec::new();
     for d in &decisions {
         n.send(d);

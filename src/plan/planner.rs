@@ -533,13 +533,21 @@ fn plan_node(
             ),
         });
     }
-    if let Some(t) = hands_off {
+    // The alert outlives a pass without a reading (the exporter unreachable): the GPU is not
+    // known to have cooled, so the condition is not resolved (R8); the hold needs a reading.
+    let unread_hot = temp
+        .is_none()
+        .then_some(m.last_temp_c)
+        .flatten()
+        .filter(|t| *t >= cluster.thermal.hands_off_at.0);
+    if let Some(t) = hands_off.or(unread_hot) {
+        let seen = if hands_off.is_some() { "at" } else { "last read at" };
         np.alerts.push(Alert {
             key: format!("node/{name}/hands-off"),
             severity: Severity::Critical,
             node: Some(name.to_owned()),
             summary: format!(
-                "{name}: GPU at {t} °C ≥ {} °C: no healing action until it cools",
+                "{name}: GPU {seen} {t} °C ≥ {} °C: no healing action until it cools",
                 cluster.thermal.hands_off_at.0
             ),
             suggestions: vec![
@@ -596,6 +604,26 @@ fn plan_node(
                 suggestions: vec![format!(
                     "fix {name} by hand; homeostat routes to it again as soon as it is healthy"
                 )],
+            });
+        }
+        if let Some(HoldReason::WouldExceedVram { need, free }) = &hold
+            && failing
+            && m.health.consecutive_failures >= cluster.heal.failure_threshold
+        {
+            // Blocked for good unless something is unloaded: the operator must know.
+            np.alerts.push(Alert {
+                key: format!("node/{name}/no-room"),
+                severity: Severity::Critical,
+                node: Some(name.to_owned()),
+                summary: format!(
+                    "{name}: the heal needs {} of VRAM (model + headroom) and {} is free: nothing is loaded until room is made",
+                    crate::desired::ByteSize(*need).human(),
+                    crate::desired::ByteSize(*free).human()
+                ),
+                suggestions: vec![
+                    format!("unload what {name} runs that the manifests do not list, or set `prune: whenNeeded` on the Node"),
+                    "or lower the model's contextLength, or give the node a smaller model".into(),
+                ],
             });
         }
         np.target = heal.target;
@@ -795,7 +823,7 @@ fn escalate(
     let breaker = h.breaker.view(now);
     let offline = h.lifecycle == Lifecycle::Offline;
     let exhausted = h.heal_attempts >= cluster.heal.max_attempts;
-    if !offline && !exhausted && !(failing && breaker != BreakerView::Closed) {
+    if !(offline || exhausted || (failing && breaker != BreakerView::Closed)) {
         return;
     }
     let problem = h.problem.as_deref().unwrap_or("unknown problem");

@@ -550,16 +550,19 @@ fn vram_does_not_fit_is_held() {
         &first.memory,
         T0 + secs(10),
         expect![[r#"
-        a: unhealthy breaker=closed
-            problem: resident model qwen is not loaded
-            problem: model stranger is loaded but not desired (orphan)
-          # held: does not fit: needs 9.0 GiB (model + headroom), 6.0 GiB free
-              + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
-              = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
-            note: orphan stranger (6.0 GiB) is loaded but not desired (prune is Off)
-            note: on-demand model coder is not loaded (expected, not drift)
-        # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
-    "#]],
+            a: unhealthy breaker=closed
+                problem: resident model qwen is not loaded
+                problem: model stranger is loaded but not desired (orphan)
+              # held: does not fit: needs 9.0 GiB (model + headroom), 6.0 GiB free
+                  + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
+                  = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
+              # alert critical: a: the heal needs 9.0 GiB of VRAM (model + headroom) and 6.0 GiB is free: nothing is loaded until room is made
+                    try: unload what a runs that the manifests do not list, or set `prune: whenNeeded` on the Node
+                    try: or lower the model's contextLength, or give the node a smaller model
+                note: orphan stranger (6.0 GiB) is loaded but not desired (prune is Off)
+                note: on-demand model coder is not loaded (expected, not drift)
+            # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
+        "#]],
     );
 }
 

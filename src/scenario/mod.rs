@@ -15,6 +15,7 @@
 //! attempts, backoff spacing, rollback as a stable state, one notice per condition.
 
 pub mod properties;
+pub mod random;
 #[cfg(test)]
 mod tests;
 
@@ -143,7 +144,7 @@ pub enum ScenarioError {
     Sim {
         name: String,
         #[source]
-        source: crate::sim::config::ConfigError,
+        source: Box<crate::sim::config::ConfigError>,
     },
     #[error("scenario {name}: the state store failed")]
     Store {
@@ -189,7 +190,7 @@ async fn play(s: &Scenario) -> Result<Trajectory, ScenarioError> {
 
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::start(T0));
     let sim = SimConfig::from_yaml(&s.sim)
-        .map_err(|source| ScenarioError::Sim { name: name.clone(), source })?;
+        .map_err(|e| ScenarioError::Sim { name: name.clone(), source: Box::new(e) })?;
     let answers = crate::sim::answers::AnswerTable::new(&sim.answers);
     let nodes: Vec<(String, NodeConfig)> =
         sim.expanded_nodes().into_iter().map(|n| (url(&n.name), n)).collect();

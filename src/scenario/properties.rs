@@ -47,6 +47,36 @@ impl Trajectory {
         out
     }
 
+    /// At the end (faults cleared long enough): every node healthy, or escalated (its last
+    /// critical notice firing). For scenarios that end quiet, e.g. random timelines.
+    pub fn settled(&self) -> Vec<Violation> {
+        let last = self.last();
+        let mut out = Vec::new();
+        for (n, m) in &last.memory.nodes {
+            if m.health.lifecycle == Lifecycle::Healthy {
+                continue;
+            }
+            let escalated = self
+                .notices()
+                .filter(|x| x.alert.node.as_deref() == Some(n.as_str()))
+                .filter(|x| x.alert.severity == crate::desired::Severity::Critical)
+                .last()
+                .is_some_and(|x| x.state == AlertState::Firing);
+            if !escalated {
+                out.push(Violation {
+                    property: "settled",
+                    at_ms: Self::at(last.started),
+                    detail: format!(
+                        "{n} ends {} ({}) and is not escalated",
+                        m.health.lifecycle.as_str(),
+                        m.health.problem.as_deref().unwrap_or("no problem")
+                    ),
+                });
+            }
+        }
+        out
+    }
+
     fn at(t: Timestamp) -> u128 {
         t.since(T0).as_millis()
     }
@@ -153,7 +183,12 @@ impl Trajectory {
             .collect();
         for p in &self.passes {
             for n in &p.report.notices {
-                if n.state != AlertState::Firing || n.reminder {
+                // The escalations of a heal episode (a thermal or swap condition that ends and
+                // comes back is a new condition).
+                let episodic = ["/offline", "/unfixable", "/no-room"]
+                    .iter()
+                    .any(|suffix| n.alert.key.ends_with(suffix));
+                if n.state != AlertState::Firing || n.reminder || !episodic {
                     continue;
                 }
                 let Some(node) = n.alert.node.as_deref() else { continue };

@@ -273,8 +273,9 @@ nodes:
       - { name: qwen/qwen3-8b, size: 6GiB, context-length: 8192 }
       - { name: big/orphan, size: 9GiB, loaded: true, context-length: 8192 }
 ";
-    let manifests =
-        one_node(QWEN8).replace("    - { name: qwen/qwen3-8b", "    - { name: qwen/qwen3-8b") + "";
+    // The manifest says 12 GiB too: the planner itself finds the model does not fit beside the
+    // orphan (prune is off by default), so nothing is loaded.
+    let manifests = one_node(QWEN8).replace("  vram: 24GiB\n", "  vram: 12GiB\n");
     let s = Scenario::new("vram-blocked", sim, &manifests).run_for(MIN(10));
     let t = play(s);
     assert!(
@@ -350,4 +351,349 @@ fn attempts_count_per_episode() {
         .filter_map(|e| e.detail.get("attempt").and_then(serde_json::Value::as_u64))
         .collect();
     assert_eq!(attempts, [1, 1], "{}", t.story());
+}
+
+// ------------------------------------------------------------------------------------------
+// Situations users meet. Each keeps every property; most add an expectation over time.
+
+/// Three LM Studio nodes (m1..m3) with one resident model each, and a routing category.
+fn three_nodes_sim() -> String {
+    let mut s = String::from("nodes:\n");
+    for n in ["m1", "m2", "m3"] {
+        s.push_str(&format!(
+            "  - name: {n}\n    backend: lmstudio\n    vram: 24GiB\n    load-time: 5s\n    restart-time: 10s\n    models:\n      - {{ name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }}\n"
+        ));
+    }
+    s
+}
+
+fn three_nodes(cluster: &str) -> String {
+    let mut s = cluster.to_owned();
+    for n in ["m1", "m2", "m3"] {
+        s.push_str(&format!(
+            "---
+apiVersion: homeostat.dev/v1
+kind: Node
+metadata: {{ name: {n} }}
+spec:
+  backend: lmstudio
+  url: {url}
+  vram: 24GiB
+  restart: {{ command: {restart} }}
+  models:
+{QWEN8}",
+            url = super::url(n),
+            restart = super::restart_command(n),
+        ));
+    }
+    s.push_str(
+        "---
+apiVersion: homeostat.dev/v1
+kind: Routing
+metadata: { name: lab }
+spec:
+  categories:
+    chat:
+      - { node: m1, weight: 2.0 }
+      - { node: m2, weight: 1.4 }
+      - { node: m3, weight: 1.0 }
+",
+    );
+    s
+}
+
+/// At rest: nothing happens, no alert, no action, for an hour.
+#[test]
+fn a_healthy_cluster_stays_at_rest() {
+    let t =
+        play(Scenario::new("at-rest", &three_nodes_sim(), &three_nodes(CLUSTER)).run_for(MIN(60)));
+    assert!(t.passes.iter().all(|p| p.report.execution.nodes.is_empty()), "{}", t.story());
+    assert_eq!(t.notices().count(), 0, "{}", t.story());
+}
+
+/// A node flapping down and up at the probe interval: never healed while it answers every other
+/// probe below the threshold, never alerted as escalated.
+#[test]
+fn a_node_flapping_at_the_interval_is_not_healed_in_a_loop() {
+    let mut s = Scenario::new("flapping", ONE_NODE_SIM, &one_node(QWEN8));
+    for i in 0..30u64 {
+        s = s.fault(S(60 + 20 * i), "m1", json!({"kind": "down", "for": "10s"}));
+    }
+    let t = play(s.run_for(MIN(15)));
+    assert_eq!(t.events_of("m1", "heal.started").count(), 0, "{}", t.story());
+}
+
+/// A one-off HTTP 500 inside an observation is cured by the retry: not a failure at all.
+#[test]
+fn a_one_off_error_is_absorbed_by_the_retry() {
+    let s = Scenario::new("one-off-500", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "http-500", "times": 1}))
+        .run_for(MIN(3));
+    let t = play(s);
+    assert!(
+        t.passes.iter().all(|p| p.memory.nodes["m1"].health.consecutive_failures == 0),
+        "{}",
+        t.story()
+    );
+}
+
+/// A wedged model (listed loaded, chat hangs) is found by the canary and reloaded: unload,
+/// settle, load, verify.
+#[test]
+fn a_wedged_model_is_reloaded() {
+    let s = Scenario::new("wedged", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "wedged"}))
+        .run_for(MIN(5));
+    let t = play(s);
+    assert_eq!(t.events_of("m1", "heal.succeeded").count(), 1, "{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// Out of memory on load: retried with half the context, recorded, and the halved context is
+/// not taken for drift afterwards (no heal loop).
+#[test]
+fn out_of_memory_halves_the_context_once() {
+    let s = Scenario::new("oom", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(50), "m1", json!({"kind": "oom", "context-above": 4096}))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(10));
+    let t = play(s);
+    assert_eq!(t.events_of("m1", "heal.succeeded").count(), 1, "{}", t.story());
+    assert_eq!(t.last().memory.nodes["m1"].context_overrides.get("qwen/qwen3-8b"), Some(&4096));
+}
+
+/// A restart command that hangs is a failed heal at its timeout, counted like any other; the
+/// node ends escalated, not stuck.
+#[test]
+fn a_hanging_restart_command_is_a_failed_heal() {
+    let manifests = one_node(QWEN8).replace(
+        &super::restart_command("m1"),
+        &format!("[{}, hang, m1]", crate::sim::in_process::RESTART_COMMAND),
+    );
+    let s = Scenario::new("hanging-restart", ONE_NODE_SIM, &manifests)
+        .fault(S(60), "m1", json!({"kind": "down"}))
+        .run_for(MIN(20));
+    let t = play(s);
+    assert!(t.events_of("m1", "heal.failed").count() >= 3, "{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Offline, "{}", t.story());
+}
+
+/// A load that stays "loading" past its deadline is a failed heal; when loads go through again
+/// the next heal succeeds.
+#[test]
+fn a_stuck_load_fails_at_its_deadline_then_heals() {
+    let s = Scenario::new("stuck-load", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(50), "m1", json!({"kind": "hold-loads", "for": "100s"}))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .run_for(MIN(15));
+    let t = play(s);
+    assert!(t.events_of("m1", "heal.failed").count() >= 1, "{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// The operator edits the manifest in the middle of a heal episode (a new primary): the next
+/// pass aims for the new primary, which is loaded and verified.
+#[test]
+fn an_edit_mid_heal_is_followed() {
+    let s = Scenario::new("edit-mid-heal", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .edit(S(75), &one_node(QWEN4))
+        .run_for(MIN(10));
+    let t = play(s);
+    let obs = &t.last().report.observation.nodes["m1"];
+    assert!(obs.instances.iter().any(|i| i.model == "qwen/qwen3-4b"), "{}", t.story());
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// A model renamed in the manifest (primary replaced): the new one is loaded and verified, the
+/// old one reported as an orphan (prune off), nothing loops.
+#[test]
+fn a_renamed_model_is_loaded_once() {
+    let s = Scenario::new("rename", ONE_NODE_SIM, &one_node(QWEN8))
+        .edit(S(60), &one_node(QWEN4))
+        .run_for(MIN(15));
+    let t = play(s);
+    assert_eq!(t.events_of("m1", "heal.succeeded").count(), 1, "{}", t.story());
+}
+
+/// A manual cordon during a heal episode: the heal goes on; the node stays out of routing.
+#[test]
+fn a_cordon_during_a_heal_keeps_the_node_out_of_routing() {
+    let cordoned =
+        three_nodes(CLUSTER).replacen("  vram: 24GiB\n", "  vram: 24GiB\n  cordoned: true\n", 1);
+    let s = Scenario::new("cordon-mid-heal", &three_nodes_sim(), &three_nodes(CLUSTER))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .edit(S(72), &cordoned)
+        .run_for(MIN(5));
+    let t = play(s);
+    assert_eq!(t.events_of("m1", "heal.succeeded").count(), 1, "{}", t.story());
+    let chat = &t.last().report.plan.routing.categories["chat"];
+    assert!(chat.targets.iter().all(|e| e.name != "m1"), "{chat:?}");
+}
+
+/// A node removed from the manifests while its breaker is open: forgotten (no alert left open,
+/// no action on it).
+#[test]
+fn a_node_removed_while_its_breaker_is_open_is_forgotten() {
+    let without_m3 = {
+        let all = three_nodes(CLUSTER);
+        let start = all.find("metadata: { name: m3 }").expect("m3");
+        let doc_start = all[..start].rfind("---").expect("---");
+        let doc_end = start + all[start..].find("---").expect("next doc");
+        let mut s = all.clone();
+        s.replace_range(doc_start..doc_end, "");
+        s.replace("      - { node: m3, weight: 1.0 }\n", "")
+    };
+    let s = Scenario::new("removed-open-breaker", &three_nodes_sim(), &three_nodes(CLUSTER))
+        .fault(S(60), "m3", json!({"kind": "down", "survives-restart": true}))
+        .edit(MIN(12), &without_m3)
+        .run_for(MIN(20));
+    let t = play(s);
+    let last = t.last();
+    assert!(!last.memory.nodes.contains_key("m3"), "{}", t.story());
+    assert!(!last.report.plan.nodes.contains_key("m3"));
+    let resolved =
+        t.events.iter().any(|e| e.kind == "alert.resolved" && e.detail["key"] == "node/m3/offline");
+    assert!(resolved, "its escalation resolved:\n{}", t.story());
+}
+
+/// The GPU reaches the hands-off temperature in the middle of an episode: nothing touches the
+/// node while it is that hot; once it cools, the heal goes on.
+#[test]
+fn hands_off_mid_heal_then_resumes() {
+    let s = Scenario::new("hands-off", ONE_NODE_SIM, &one_node(QWEN8))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .fault(S(61), "m1", json!({"kind": "hot", "celsius": 95, "for": "3m"}))
+        .run_for(MIN(15));
+    let t = play(s);
+    for p in &t.passes {
+        let hot = p.report.observation.nodes["m1"].telemetry.gpu_temp_c.unwrap_or(0.0) >= 90.0;
+        let touched = p
+            .report
+            .execution
+            .nodes
+            .get("m1")
+            .is_some_and(|r| r.steps.iter().any(|s| s.action.touches_node()));
+        assert!(!(hot && touched), "acted at hands-off temperature:\n{}", t.story());
+    }
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// Two nodes of three down at once: mass failure, destructive actions held and alerted; they
+/// recover one by one and the cluster ends healthy without a heal storm.
+#[test]
+fn mass_failure_recovers_node_by_node() {
+    let s = Scenario::new("mass-failure", &three_nodes_sim(), &three_nodes(CLUSTER))
+        .fault(S(60), "m1", json!({"kind": "down", "for": "3m"}))
+        .fault(S(60), "m2", json!({"kind": "down", "for": "4m"}))
+        .run_for(MIN(10));
+    let t = play(s);
+    assert!(t.passes.iter().any(|p| p.report.plan.mass_failure.is_some()), "{}", t.story());
+    for p in t.passes.iter().filter(|p| p.report.plan.mass_failure.is_some()) {
+        assert!(p.report.execution.nodes.values().all(|r| r.heal.is_none()), "{}", t.story());
+    }
+    for n in ["m1", "m2", "m3"] {
+        assert_eq!(lifecycle(&t, n), Lifecycle::Healthy, "{n}:\n{}", t.story());
+    }
+}
+
+/// Two faults on one node at once (the model crashes while the GPU swaps heavily): both are
+/// dealt with, the node ends healthy.
+#[test]
+fn two_faults_on_one_node_at_once() {
+    let s = Scenario::new("two-faults", ONE_NODE_SIM, &one_node(&format!("{QWEN8}{QWEN4}")))
+        .fault(S(60), "m1", json!({"kind": "model-crash"}))
+        .fault(S(60), "m1", json!({"kind": "wrong-answers", "times": 2}))
+        .run_for(MIN(15));
+    let t = play(s);
+    assert_eq!(lifecycle(&t, "m1"), Lifecycle::Healthy, "{}", t.story());
+}
+
+/// One node of three dies for good: traffic fails over by weight, its escalation is sent once,
+/// the others are never touched.
+#[test]
+fn one_dead_node_fails_over_and_is_escalated_once() {
+    let s = Scenario::new("dead-node", &three_nodes_sim(), &three_nodes(CLUSTER))
+        .fault(S(60), "m1", json!({"kind": "down", "survives-restart": true}))
+        .run_for(MIN(40));
+    let t = play(s);
+    let chat = &t.last().report.plan.routing.categories["chat"];
+    assert_eq!(chat.targets.first().map(|e| e.name.as_str()), Some("m2"), "{chat:?}");
+    for n in ["m2", "m3"] {
+        assert_eq!(t.events_of(n, "heal.started").count(), 0, "{}", t.story());
+    }
+    let escalations =
+        t.notices().filter(|n| n.alert.key == "node/m1/offline" && !n.reminder).count();
+    assert_eq!(escalations, 1, "{}", t.story());
+}
+
+/// An unreachable node without a restart command: one critical "heal it by hand" alert, no
+/// action, kept open (not flapping) while it is down.
+#[test]
+fn an_unreachable_node_without_restart_is_escalated_once() {
+    let manifests = one_node(QWEN8)
+        .replace(&format!("  restart: {{ command: {} }}\n", super::restart_command("m1")), "");
+    let s = Scenario::new("no-restart", ONE_NODE_SIM, &manifests)
+        .fault(S(60), "m1", json!({"kind": "down"}))
+        .run_for(MIN(20));
+    let t = play(s);
+    let firing = t.notices().filter(|n| n.alert.key == "node/m1/unfixable" && !n.reminder).count();
+    assert_eq!(firing, 1, "{}", t.story());
+    assert_eq!(t.events_of("m1", "heal.started").count(), 0, "{}", t.story());
+}
+
+/// Swap above the limit: the heaviest non-primary model is unloaded; the primary stays.
+#[test]
+fn swap_pressure_unloads_the_heaviest_secondary() {
+    let sim = "
+nodes:
+  - name: m1
+    backend: lmstudio
+    vram: 24GiB
+    load-time: 5s
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }
+      - { name: qwen/qwen3-4b, size: 3GiB, loaded: true, context-length: 8192 }
+";
+    let two = format!(
+        "{QWEN8}    - {{ name: qwen/qwen3-4b, size: 3GiB, contextLength: 8192, residency: onDemand }}\n"
+    );
+    let s = Scenario::new("swap", sim, &one_node(&two))
+        .fault(S(60), "m1", json!({"kind": "swap", "bytes": "9GiB", "for": "2m"}))
+        .run_for(MIN(6));
+    let t = play(s);
+    let obs = &t.last().report.observation.nodes["m1"];
+    assert!(obs.instances.iter().any(|i| i.model == "qwen/qwen3-8b"), "{}", t.story());
+    assert!(obs.instances.iter().all(|i| i.model != "qwen/qwen3-4b"), "{}", t.story());
+}
+
+// ------------------------------------------------------------------------------------------
+// Random timelines (proptest): a few thousand passes in CI; `examples/trajectories.rs` runs
+// the same generator long.
+
+mod random {
+    use proptest::prelude::*;
+
+    use super::super::random::scenario;
+    use super::super::run;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+        /// Whatever faults hit three nodes over 15 minutes, every property holds, and once the
+        /// faults are gone every node ends healthy or escalated.
+        #[test]
+        fn random_fault_timelines_keep_every_property(
+            timeline in proptest::collection::vec((0u64..900, 0usize..3, 0usize..14), 0..8)
+        ) {
+            let s = scenario("random", &timeline, 900, 1500);
+            let t = run(&s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut v = t.violations();
+            v.extend(t.settled());
+            prop_assert!(v.is_empty(), "{} violation(s) for {timeline:?}:\n{}\n\n{}",
+                v.len(),
+                v.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+                t.story());
+        }
+    }
 }

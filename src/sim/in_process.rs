@@ -7,7 +7,8 @@
 //! malformed/truncated, oversized); the model's own state does the rest (`NodeModel`).
 //!
 //! Commands: `["homeostat-sim", "restart", NODE]` restarts a node of the registry (a manifest's
-//! restart command in a scenario); anything else runs as a real process.
+//! restart command in a scenario), `["homeostat-sim", "hang", NODE]` never returns; anything
+//! else runs as a real process.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,7 +89,14 @@ impl InProcessNodes for ModelNodes {
 
     fn command<'a>(&'a self, argv: &'a [String]) -> Option<BoxFuture<'a, CommandOutput>> {
         let [prog, verb, name] = argv else { return None };
-        if prog != RESTART_COMMAND || verb != "restart" {
+        if prog != RESTART_COMMAND {
+            return None;
+        }
+        if verb == "hang" {
+            // A restart command that never returns (the executor's timeout ends it).
+            return Some(futures::future::pending().boxed());
+        }
+        if verb != "restart" {
             return None;
         }
         let node = self.by_name.get(name.as_str())?.clone();
