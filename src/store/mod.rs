@@ -9,7 +9,7 @@
 //! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation and
 //! [`PostgresStore`] the shared one for several reconciler replicas, with per-node leases
 //! ([`LeaseStore`], see [`lease`]) and fenced writes (issue #9). Both run the same contract tests
-//! (`tests/support/store_contract.rs`).
+//! (`tests/it/support/store_contract.rs`).
 //!
 //! **Synchronous, on a blocking thread.** Every method blocks on disk I/O (a commit waits for
 //! fsync). Async callers use [`blocking`] (a `spawn_blocking` wrapper) or their own
