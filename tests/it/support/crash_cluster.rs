@@ -1,9 +1,9 @@
 //! The cluster both crash tests heal while they kill homeostat (`tests/it/crash_once.rs` kills
 //! `reconcile --once`, `tests/it/crash_daemon.rs` the daemon): the simulator's nodes, the
 //! manifests with every wait in milliseconds, how to read the action log and the simulator's
-//! request log, and the checks both make. Needs the `harness` and `once_util` modules beside it.
+//! request log, and the checks both make (on top of `harness` and `once_util`).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
