@@ -31,9 +31,12 @@ pub mod cli;
 pub mod command;
 pub mod daemon;
 pub mod desired;
+// Pure (no clock, sleep, file, socket, process or task): see clippy.toml.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod health;
 pub mod notify;
 pub mod observe;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod plan;
 pub mod secret;
 pub mod sim;

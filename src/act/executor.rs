@@ -28,7 +28,7 @@ use crate::observe::service::probe_service;
 use crate::plan::memory::{HealEnd, NodeMemory, ServiceMemory};
 use crate::plan::step::{Action, Intent, NodePlan, Plan, ServicePlan, Step};
 use crate::plan::{Memory, memory::ModelConfig};
-use crate::time::Clock;
+use crate::time::{Clock, Stopwatch};
 
 /// What the executor needs from the outside world besides the nodes.
 pub trait Recorder: Send + Sync {
@@ -373,12 +373,12 @@ async fn run_node_step(
             Ok(StepDone { detail, verify: Some(v) })
         }
         Action::Pull { model, deadline_ms } => {
-            let mut last_event = std::time::Instant::now() - Duration::from_secs(10);
+            let mut last_event: Option<Stopwatch> = None;
             let recorder = ctx.recorder;
             let mut progress = |p: &driver::PullProgress| {
                 // At most one progress event a second.
-                if last_event.elapsed() >= Duration::from_secs(1) {
-                    last_event = std::time::Instant::now();
+                if last_event.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    last_event = Some(Stopwatch::start());
                     recorder.event(
                         Some(name),
                         "pull.progress",
@@ -481,7 +481,7 @@ async fn wait_node_ready(
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = Stopwatch::start();
     loop {
         let obs = client.observe(&[]).await;
         if obs.reach.is_up() {
@@ -602,7 +602,7 @@ async fn wait_service_ready(
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = Stopwatch::start();
     loop {
         let obs = probe_service(spec, ctx.http, ctx.desired.cluster.probe.timeout.get()).await;
         if obs.reach.is_up() {

@@ -32,4 +32,6 @@ pub mod node;
 pub mod plot;
 pub mod run;
 pub mod schedule;
+// Pure: see clippy.toml.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod score;

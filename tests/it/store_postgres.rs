@@ -13,8 +13,8 @@ use std::time::Duration;
 use homeostat::secret::Secret;
 use homeostat::store::{PgOptions, PostgresStore, StateStore, StoreError};
 
-use crate::support::store_contract as contract;
 use crate::support::pg;
+use crate::support::store_contract as contract;
 
 const TTL: Duration = Duration::from_secs(30);
 
