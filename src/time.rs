@@ -220,7 +220,7 @@ impl SteadyClock {
         if let Some(anchor) = anchor
             && let Ok(json) = serde_json::to_vec(&anchor)
             && let Err(e) =
-                crate::store::state_dir::write_private_atomic(&state_dir.join(CLOCK_FILE), &json)
+                crate::state_dir::write_private_atomic(&state_dir.join(CLOCK_FILE), &json)
         {
             tracing::debug!(error = %e, "cannot write {CLOCK_FILE}");
         }

@@ -32,7 +32,8 @@ mod lock;
 mod postgres;
 pub mod schema;
 mod sqlite;
-pub mod state_dir;
+/// The state directory's file conventions (`crate::state_dir`), which the store keeps its files by.
+pub use crate::state_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -52,7 +52,7 @@ fn chat_error(e: &DriverError, req: &ChatRequest) -> ChatError {
         DriverError::Rejected { status, message, .. } => {
             ChatError::Status { status: *status, body: message.clone() }
         }
-        other => ChatError::BadResponse { detail: crate::cli::chain(other) },
+        other => ChatError::BadResponse { detail: crate::error::chain(other) },
     }
 }
 

@@ -1,5 +1,7 @@
-//! What is wrong with a node, read from one observation: the first step of planning, and what
-//! the observer uses to decide whether to retry a probe within the same observation.
+//! What is wrong with a node, read from one observation: the first step of planning
+//! (`plan::diagnose` re-exports it), and what the observer uses to decide whether to retry a
+//! probe within the same observation. It lives beside the observation it reads so that the
+//! observer does not import the planner.
 //!
 //! Pure: no I/O, no clock. Problems that need remembered state (a heartbeat gone silent, a load
 //! stuck past its deadline) are added by the planner, which has the memory.

@@ -1,6 +1,7 @@
 //! The state directory on disk: created private (0700 on unix), every file in it private (0600),
 //! and small files written atomically. Symlinks are never chmod-ed (their target may not be
-//! ours).
+//! ours). Used by the store, the clock's anchor (`time`), the daemon and the CLI; it depends on
+//! nothing else of homeostat.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -1,5 +1,7 @@
 //! What the daemon knows about itself and each node's task, as plain data: the API's
-//! `/api/v1/status` is built from a [`StatusSnapshot`] (`api::wire` decides the JSON).
+//! `/api/v1/status` is built from a [`StatusSnapshot`] (`api::wire` decides the JSON). Below both
+//! `daemon` (which fills it, and names it `daemon::status`) and `api` (which reads it), so the
+//! API needs nothing of the daemon's internals.
 //!
 //! Pure: no I/O, no clock.
 
@@ -207,4 +209,24 @@ pub struct StatusSnapshot {
     pub delivery: DeliveryStats,
     /// Replicas and leases (PostgreSQL store only).
     pub leases: Option<LeaseSnapshot>,
+}
+
+/// A recorded heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatAck {
+    pub node: String,
+    pub at: Timestamp,
+    /// The node's heartbeat timeout, if its manifest declares heartbeats.
+    pub timeout_ms: Option<u64>,
+    /// The node looked dead, so its task was woken to re-check it now.
+    pub woke: bool,
+}
+
+/// A node's cordon state after a cordon or uncordon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CordonAck {
+    pub node: String,
+    pub cordoned: bool,
+    /// Every reason the node is out of routing now (manual, thermal, offline, arena).
+    pub reasons: Vec<crate::plan::memory::CordonReason>,
 }
