@@ -68,7 +68,7 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The lab in desired-state/ is valid, warning-free, and is the lab REQUIREMENTS describes:
+/// The lab in desired-state/ is valid, warning-free, and is the lab docs/requirements.md describes:
 /// three LM Studio boxes and a local Ollama node, the R5 cascade, a 3-task suite used for
 /// verification, thermal 85/90 °C, tokens by reference.
 #[test]
