@@ -51,9 +51,17 @@ pub use postgres::{PgOptions, PgTarget, PostgresStore, QueryStats};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
 use crate::bench::history::{Champion, RunKind, RunRecord};
-use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
+
+/// A benchmark asked for ahead of the schedule (stored per node).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BenchDue {
+    /// Not before this.
+    pub at: Timestamp,
+    /// Why, for people (`regression of qwen/qwen3-8b: confirm or clear`).
+    pub reason: String,
+}
 
 /// The store's interface. Object-safe (`Arc<dyn StateStore>`), shared between threads; every
 /// method is synchronous and durable before it returns (see the module docs). Everything is

@@ -37,11 +37,10 @@ use serde::de::DeserializeOwned;
 use super::event::{self, kinds};
 use super::journal::{Journal, Rotation, Written};
 use super::{
-    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, Event, EventId, Integrity,
+    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, BenchDue, Event, EventId, Integrity,
     NewAction, NewEvent, Pruned, Retention, RunLock, StateStore, StoreError, schema, state_dir,
 };
 use crate::bench::history::{Champion, RunKind, RunRecord};
-use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
 
