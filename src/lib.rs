@@ -33,13 +33,20 @@ pub mod cli;
 pub mod command;
 pub mod daemon;
 pub mod desired;
+pub mod error;
+// Pure (no clock, sleep, file, socket, process or task): see clippy.toml.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod health;
 pub mod notify;
 pub mod observe;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod plan;
 #[cfg(any(test, feature = "scenario"))]
 pub mod scenario;
+pub mod record;
 pub mod secret;
 pub mod sim;
+pub mod state_dir;
+pub mod status;
 pub mod store;
 pub mod time;

@@ -86,7 +86,14 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
             let mut config = crate::daemon::DaemonConfig::new(g.manifests.clone(), g.state_dir());
             config.listen = a.listen;
             config.options.postgres = pg_store(&a.store, a.lease_ttl.0)?;
-            runtime.block_on(crate::daemon::run_until_signalled(config))
+            match runtime.block_on(crate::daemon::run_until_signalled(config)) {
+                Ok(()) => Ok(super::exit::OK),
+                Err(e @ crate::daemon::DaemonError::Locked(_)) => {
+                    eprintln!("homeostat: {}; not starting a second daemon", super::chain(&e));
+                    Ok(super::exit::LOCKED)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }

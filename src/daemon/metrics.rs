@@ -23,9 +23,6 @@ use crate::notify::DeliveryStats;
 use crate::observe::snapshot::{NodeObservation, Reach};
 use crate::plan::step::Action;
 
-/// The content type of `/metrics`.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 const LIFECYCLES: [Lifecycle; 7] = [
     Lifecycle::Unknown,
     Lifecycle::Healthy,

@@ -8,7 +8,7 @@
 //!   (`DesiredState::probe_timeout`); a node that hangs stops at its first request, so it costs
 //!   its own timeout, not the pass's.
 //! - **One retry.** An attempt has *failed* when the node is unreachable, or when
-//!   `plan::diagnose::node_problems` finds a failure in it (a resident model missing, a failed
+//!   `observe::diagnose::node_problems` finds a failure in it (a resident model missing, a failed
 //!   canary, ...). A failed attempt is retried once after `cluster.probe.retry_delay`, within the
 //!   same observation; the retry's result is what the observation keeps, and
 //!   `failed_attempts` says how it went (see `NodeObservation::failed_attempts`: 0 healthy at
@@ -28,12 +28,12 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 
 use crate::desired::{DesiredState, NodeSpec, ServiceSpec};
+use crate::observe::diagnose::node_problems;
 use crate::observe::driver::NodeClient;
 use crate::observe::http::{self, Http};
 use crate::observe::service::probe_service;
 use crate::observe::snapshot::{NodeObservation, Observation, ProbeFailure, ServiceObservation};
 use crate::observe::telemetry;
-use crate::plan::diagnose::node_problems;
 use crate::time::Timestamp;
 
 /// The context length a `(node, model)` is expected to run with when it differs from the
