@@ -99,7 +99,7 @@ spec:
     assert_eq!(body["state"], "firing");
     assert_eq!(body["severity"], "critical");
     assert_eq!(body["node"], "m1");
-    assert!(body["summary"].as_str().unwrap().contains("offline after 3 heal attempts"), "{body}");
+    assert!(body["summary"].as_str().unwrap().contains("3 heal attempts failed"), "{body}");
     assert!(!body["suggestions"].as_array().unwrap().is_empty(), "{body}");
     assert_eq!(
         seen.len(),
