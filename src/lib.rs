@@ -41,9 +41,9 @@ pub mod notify;
 pub mod observe;
 #[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod plan;
+pub mod record;
 #[cfg(any(test, feature = "scenario"))]
 pub mod scenario;
-pub mod record;
 pub mod secret;
 pub mod sim;
 pub mod state_dir;

@@ -179,6 +179,7 @@ async fn model_crash_on_every_backend() {
             problem: unreachable (HTTP 503)
           # held: waiting 30ms after detection (requests may be in flight)
               ! restart `systemctl restart vllm`: the node does not answer: restart the server
+              = verify meta-llama/Llama-3.1-8B with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
 
         # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
               try: see the per-node problems above; `homeostat status` shows breakers and attempts
@@ -186,7 +187,7 @@ async fn model_crash_on_every_backend() {
         Routing after the plan:
           code  cloud 1.2 (remote)   [out: lms: model missing; oll: model missing; router: model failed]
 
-        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 11 held, 1 alert; 0 nodes in sync
+        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 12 held, 1 alert; 0 nodes in sync
     "#]].assert_eq(&text);
 
     let (code, v) = h.diff_json().await;
@@ -270,6 +271,7 @@ async fn wedged_on_every_backend() {
             problem: model meta-llama/Llama-3.1-8B is listed as loaded but does not answer (HTTP 500)
           # held: waiting 30ms after detection (requests may be in flight)
               ! restart `systemctl restart vllm`: model meta-llama/Llama-3.1-8B is listed as loaded but does not answer (HTTP 500): restart the server
+              = verify meta-llama/Llama-3.1-8B with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
 
         # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
               try: see the per-node problems above; `homeostat status` shows breakers and attempts
@@ -277,7 +279,7 @@ async fn wedged_on_every_backend() {
         Routing after the plan:
           code  cloud 1.2 (remote)   [out: lms: wedged; oll: wedged; router: wedged]
 
-        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 15 held, 1 alert; 0 nodes in sync
+        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 16 held, 1 alert; 0 nodes in sync
     "#]].assert_eq(&text);
 
     let (_, v) = h.diff_json().await;

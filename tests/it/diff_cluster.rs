@@ -282,6 +282,9 @@ async fn vram_fit() {
           # held: does not fit: needs 7.0 GiB (model + headroom), 6.0 GiB free
               + load qwen/qwen3-8b (pinned): resident model qwen/qwen3-8b is not loaded
               = verify qwen/qwen3-8b with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
+          # alert critical: full: the heal needs 7.0 GiB of VRAM (model + headroom) and 6.0 GiB is free: nothing is loaded until room is made
+                try: unload what full runs that the manifests do not list, or set `prune: whenNeeded` on the Node
+                try: or lower the model's contextLength, or give the node a smaller model
             note: orphan mistral-7b (3.0 GiB) is loaded but not desired (prune is Off)
 
         node tight (lmstudio http://127.0.0.1:PORT/n/tight): unhealthy
@@ -293,7 +296,7 @@ async fn vram_fit() {
               + load qwen/qwen3-8b (pinned): resident model qwen/qwen3-8b is not loaded
               = verify qwen/qwen3-8b with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
 
-        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 8 held; 0 nodes in sync
+        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 8 held, 1 alert; 0 nodes in sync
     "#]].assert_eq(&text);
     let (_, v) = h.diff_json().await;
     assert_eq!(held(&v, "fits"), ["load (action-delay)", "verify (action-delay)"]);

@@ -676,25 +676,29 @@ nodes:
     let (code, text) = diff_text(&h).await;
     assert_eq!(code, 2, "{text}");
     expect![[r#"
-        node w1 (vllm http://127.0.0.1:PORT/n/w1): suspect
+        node w1 (vllm http://127.0.0.1:PORT/n/w1): unhealthy
             observed: up, loaded: meta-llama/Llama-3.1-8B ctx 4096, 0 in flight
             problem: no heartbeat for <T> (timeout 300ms)
-          # held: 1 of 2 consecutive failures before healing
+          # held: waiting 30ms after detection (requests may be in flight)
               ! restart `systemctl restart w1`: no heartbeat for <T> (timeout 300ms): restart the server
+              = verify meta-llama/Llama-3.1-8B with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
 
-        node w2 (vllm http://127.0.0.1:PORT/n/w2): suspect
+        node w2 (vllm http://127.0.0.1:PORT/n/w2): unhealthy
             observed: up, loaded: meta-llama/Llama-3.1-8B ctx 4096, 0 in flight
             problem: no heartbeat for <T> (timeout 300ms)
-          # held: 1 of 2 consecutive failures before healing
+          # held: waiting 30ms after detection (requests may be in flight)
               ! restart `systemctl restart w2`: no heartbeat for <T> (timeout 300ms): restart the server
+              = verify meta-llama/Llama-3.1-8B with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
 
-        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 2 held; 0 nodes in sync
+        Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 4 held; 0 nodes in sync
     "#]]
     .assert_eq(&text);
     let (_, v) = h.diff_json().await;
     for w in ["w1", "w2"] {
         assert_eq!(problems(&v, w), ["heartbeat-missed"], "{w}");
-        assert_eq!(held(&v, w), ["restart (below-threshold)"], "{w}");
+        // With the threshold at 1, one silent observation is detected; the heal (now verified
+        // like a load) waits the action delay.
+        assert_eq!(held(&v, w), ["restart (action-delay)", "verify (action-delay)"], "{w}");
         let reason = plan(&v, w)["held"][0]["reason"].as_str().unwrap().to_owned();
         assert!(reason.starts_with("no heartbeat for "), "{w}: {reason}");
         assert_eq!(observed(&v, w)["reach"]["state"], "up", "{w} still answers its probes");
@@ -743,10 +747,10 @@ nodes:
     let (code, text) = diff_text(&h).await;
     assert_eq!(code, 2, "{text}");
     expect![[r#"
-        node r1 (llamacpp http://127.0.0.1:PORT/n/r1): suspect
+        node r1 (llamacpp http://127.0.0.1:PORT/n/r1): unhealthy
             observed: up, loaded: gemma-3-4b ctx 4096, phi-4-mini [loading] ctx 4096, 0 in flight
             problem: model phi-4-mini still loading after <T>
-          # held: 1 of 2 consecutive failures before healing
+          # held: waiting 30ms after detection (requests may be in flight)
               ! restart `systemctl restart r1`: model phi-4-mini still loading after <T>: restart the server
               + load gemma-3-4b (pinned): resident model after restart
               + load phi-4-mini (pinned): resident model after restart
@@ -757,6 +761,6 @@ nodes:
     let (_, v) = h.diff_json().await;
     assert_eq!(problems(&v, "r1"), ["stuck-loading"]);
     assert_eq!(plan(&v, "r1")["held_intent"], "restart");
-    assert_eq!(held(&v, "r1")[0], "restart (below-threshold)");
+    assert_eq!(held(&v, "r1")[0], "restart (action-delay)");
     assert_untouched(&h);
 }
