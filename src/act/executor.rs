@@ -359,7 +359,7 @@ async fn run_node_step(
                     .await
                     .map_err(|e| crate::cli::chain(&e))?;
             if !out.success() {
-                return Err(format!("restart command exited with {:?}: {}", out.code, out.tail()));
+                return Err(format!("restart command {}: {}", out.status_text(), out.tail()));
             }
             wait_node_ready(ctx, client, Duration::from_millis(*ready_deadline_ms)).await?;
             done(Some(format!("restarted in {} ms", out.took.as_millis())))
@@ -550,7 +550,7 @@ async fn execute_service(
                 {
                     Err(e) => Err(crate::cli::chain(&e)),
                     Ok(out) if !out.success() => {
-                        Err(format!("restart command exited with {:?}: {}", out.code, out.tail()))
+                        Err(format!("restart command {}: {}", out.status_text(), out.tail()))
                     }
                     Ok(_) => {
                         wait_service_ready(ctx, spec, Duration::from_millis(*ready_deadline_ms))
