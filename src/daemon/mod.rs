@@ -330,14 +330,12 @@ pub async fn run(
     let api_stop = CancellationToken::new();
     let app = crate::api::router(control::Control::new(sh.clone()));
     let stop = api_stop.clone();
-    let api = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API server stopped");
-        }
-    });
+    let api = tokio::spawn(crate::api::server::serve(
+        listener,
+        app,
+        crate::api::server::ServeOptions::default(),
+        stop,
+    ));
     let addr_file = state_dir.join(API_ADDR_FILE);
     if let Err(e) =
         crate::store::state_dir::write_private_atomic(&addr_file, bound.to_string().as_bytes())
