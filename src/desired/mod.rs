@@ -26,6 +26,7 @@ pub mod schema;
 pub mod types;
 pub mod units;
 mod validate;
+pub mod work;
 pub mod yaml;
 
 use std::collections::BTreeMap;

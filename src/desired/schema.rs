@@ -330,6 +330,13 @@ impl Cx<'_> {
                     .and_then(Value::as_object)
                     .map(|p| p.keys().cloned().collect())
                     .unwrap_or_default();
+                // Each key's position, looked up once: a per-key search of the mapping made
+                // 100,000 unknown fields quadratic.
+                let marks: std::collections::HashMap<&str, super::diagnostic::Mark> = self
+                    .root
+                    .at(&path)
+                    .map(|n| n.entries().iter().map(|e| (e.key.as_str(), e.key_mark)).collect())
+                    .unwrap_or_default();
                 for key in unexpected {
                     let mut p = path.clone();
                     p.push(Seg::Key(key.clone()));
@@ -352,7 +359,14 @@ impl Cx<'_> {
                     } else {
                         Some(format!("expected one of {}", one_of(&allowed)))
                     };
-                    out.push(self.at_key(&p, format!("unknown field `{shown}`")).maybe_hint(hint));
+                    let mark = marks.get(key.as_str()).copied();
+                    let d = match mark {
+                        Some(m) => Diagnostic::error(self.file, format!("unknown field `{shown}`"))
+                            .at(Some(m))
+                            .path(render_path(&p)),
+                        None => self.at_key(&p, format!("unknown field `{shown}`")),
+                    };
+                    out.push(d.maybe_hint(hint));
                 }
             }
             ValidationErrorKind::Required { .. } if self.quiet_required.contains(&path) => {}

@@ -128,6 +128,7 @@ pub(crate) fn compile(
         }
         let mut non_empty = 0usize;
         for d in &file.docs {
+            super::work::add(1);
             for e in &d.problems {
                 diags.push(problem(source.display, e));
             }
@@ -170,6 +171,7 @@ pub(crate) fn compile(
 
     // Layers 3 and 4: secret hygiene, then the JSON Schema.
     for doc in &mut docs {
+        super::work::add(1);
         let found = super::hygiene::check(doc.kind, doc.root, doc.file);
         let mut handled = found.handled;
         // The header layer reported these already.
