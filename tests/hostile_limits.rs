@@ -161,3 +161,30 @@ async fn idle_connections_past_the_file_limit_do_not_kill_the_api() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{log}");
 }
+
+/// Failure 7: `homeostat_manifest_last_reload_success` stayed 0 after a broken edit was
+/// reverted to the identical good set (the set in effect did not change, so nothing was
+/// counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverting_a_broken_edit_sets_last_reload_success() {
+    let node = |sim: &homeostat::sim::SimCluster| {
+        format!(
+            "apiVersion: homeostat.dev/v1\nkind: Node\nmetadata: {{ name: a }}\nspec:\n  backend: lmstudio\n  url: {}\n  vram: 24GiB\n  models:\n    - {{ name: m, size: 1GiB }}\n",
+            sim.node("a").unwrap().url()
+        )
+    };
+    let h = Harness::start(SIM, node).await;
+    let d = daemon_util::Daemon::start(&h.manifests(), &h.state_dir()).await;
+    d.wait_ready().await;
+    let file = h.manifests().join("all.yaml");
+    let good = node(&h.sim);
+    std::fs::write(&file, good.replace("backend: lmstudio", "backend: nope")).unwrap();
+    d.wait_status(Duration::from_secs(10), |s| s["manifests"]["lastError"].is_object()).await;
+    let (_, m) = d.get_text("/metrics").await;
+    assert!(m.contains("homeostat_manifest_last_reload_success 0"), "{m}");
+    std::fs::write(&file, &good).unwrap();
+    d.wait_status(Duration::from_secs(10), |s| s["manifests"].get("lastError").is_none()).await;
+    let (_, m) = d.get_text("/metrics").await;
+    assert!(m.contains("homeostat_manifest_last_reload_success 1"), "{m}");
+    d.stop().await.unwrap();
+}
