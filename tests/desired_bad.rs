@@ -713,3 +713,22 @@ fn file_names_are_escaped() {
     assert!(!d.contains('\u{1b}'), "{d:?}");
     assert!(d.lines().all(|l| !l.starts_with("name")), "{d}");
 }
+
+/// Weak spots: a duration past 30 days (`18446744073709551615ms` as a retry delay made `diff`
+/// never return), an argument with a NUL or of 128 KiB (both fail only when the command runs)
+/// are refused at validation.
+#[test]
+fn durations_and_arguments_are_bounded() {
+    let node = |restart: &str| format!("{NODE_HEAD}  restart: {{ command: {restart} }}\n");
+    let cluster = "apiVersion: homeostat.dev/v1\nkind: Cluster\nmetadata: { name: c }\nspec:\n  probe: { retryDelay: 18446744073709551615ms }\n---\n";
+    let d = homeostat::desired::from_yaml_str(&format!("{cluster}{}", node("[\"a\\0b\"]")))
+        .unwrap_err()
+        .to_string();
+    assert!(d.contains("spec.probe.retryDelay") && d.contains("at most 30d"), "{d}");
+    assert!(d.contains("spec.restart.command[0]: contains a NUL character"), "{d}");
+    let long = format!("[echo, {}]", "x".repeat(128 * 1024));
+    let d = homeostat::desired::from_yaml_str(&node(&long)).unwrap_err().to_string();
+    assert!(d.contains("spec.restart.command[1]: is 131072 bytes long"), "{d}");
+    let ok = format!("[echo, {}]", "x".repeat(1024));
+    assert!(homeostat::desired::from_yaml_str(&node(&ok)).is_ok());
+}
