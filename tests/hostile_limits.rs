@@ -188,3 +188,36 @@ async fn reverting_a_broken_edit_sets_last_reload_success() {
     assert!(m.contains("homeostat_manifest_last_reload_success 1"), "{m}");
     d.stop().await.unwrap();
 }
+
+/// Weak spot: `api.listen: 0.0.0.0` exposed the unauthenticated read API with no warning. Now
+/// the status says so, and a metric is 1 (0 on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_a_token_is_warned_about() {
+    let node = |sim: &homeostat::sim::SimCluster| {
+        format!(
+            "apiVersion: homeostat.dev/v1\nkind: Node\nmetadata: {{ name: a }}\nspec:\n  backend: lmstudio\n  url: {}\n  vram: 24GiB\n  models:\n    - {{ name: m, size: 1GiB }}\n",
+            sim.node("a").unwrap().url()
+        )
+    };
+    let h = Harness::start(SIM, node).await;
+    let d = daemon_util::Daemon::start_with(
+        &h.manifests(),
+        &h.state_dir(),
+        daemon_util::fast_options(),
+        "0.0.0.0:0",
+    )
+    .await;
+    let s = d.status().await;
+    let w = s["daemon"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.contains("beyond loopback, without a token"), "{s}");
+    let (_, m) = d.get_text("/metrics").await;
+    assert!(m.contains("homeostat_api_exposed_without_token 1"), "{m}");
+    d.stop().await.unwrap();
+
+    let d = daemon_util::Daemon::start(&h.manifests(), &h.state_dir()).await;
+    let s = d.status().await;
+    assert!(s["daemon"].get("warnings").is_none(), "{s}");
+    let (_, m) = d.get_text("/metrics").await;
+    assert!(m.contains("homeostat_api_exposed_without_token 0"), "{m}");
+    d.stop().await.unwrap();
+}

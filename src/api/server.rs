@@ -31,6 +31,20 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+/// The warning when the API listens on `listen` beyond loopback without a token (`token_ready`:
+/// `cluster.api.tokenFrom` is set and readable); `None` on loopback or with a token. Reads
+/// (status, events, routes, metrics) are open to whoever reaches the address.
+pub fn exposure(listen: &str, token_ready: bool) -> Option<String> {
+    let addr: SocketAddr = listen.parse().ok()?;
+    if addr.ip().is_loopback() || token_ready {
+        return None;
+    }
+    Some(format!(
+        "the API listens on {addr}, beyond loopback, without a token: anyone who reaches it reads \
+         the cluster's status, events and routes. Set cluster.api.tokenFrom, or listen on 127.0.0.1"
+    ))
+}
+
 /// Limits of the API server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
@@ -507,6 +521,17 @@ mod tests {
         assert!(failures.load(std::sync::atomic::Ordering::SeqCst) > 5);
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    }
+
+    /// Issue 17 (weak spot): listening beyond loopback without a token is warned about.
+    #[test]
+    fn exposure_is_warned_about_beyond_loopback_without_a_token() {
+        assert!(exposure("0.0.0.0:9464", false).unwrap().contains("0.0.0.0:9464"));
+        assert!(exposure("[::]:9464", false).is_some());
+        assert!(exposure("10.1.2.3:9464", false).is_some());
+        assert_eq!(exposure("0.0.0.0:9464", true), None);
+        assert_eq!(exposure("127.0.0.1:9464", false), None);
+        assert_eq!(exposure("[::1]:9464", false), None);
     }
 
     /// Only hyper's bodiless automatic answers are rewritten.

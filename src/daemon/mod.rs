@@ -353,6 +353,9 @@ pub async fn run(
         let v = sh.view();
         (v.desired.nodes.len(), v.desired.services.len())
     };
+    if let Some(w) = sh.api_exposure() {
+        tracing::warn!("{w}");
+    }
     tracing::info!(api = %format!("http://{bound}"), mutating_endpoints = mutating,
         nodes = node_count, services = service_count, manifests = %summary,
         "homeostat daemon started");

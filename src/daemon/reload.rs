@@ -327,6 +327,9 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     }
     *sh.token.lock().expect("token lock poisoned") =
         ApiToken::resolve(new.cluster.api.token_from.as_ref());
+    if let Some(w) = sh.api_exposure() {
+        tracing::warn!("{w}");
+    }
     if old.cluster.api.listen != new.cluster.api.listen {
         tracing::warn!(old = %old.cluster.api.listen, new = %new.cluster.api.listen,
             "cluster.api.listen changed: the API keeps its address until the daemon restarts");
