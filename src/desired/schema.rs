@@ -285,6 +285,9 @@ fn last_key(path: &[Seg]) -> Option<&str> {
     })
 }
 
+/// Unknown fields of one mapping that get a "did you mean" hint; the rest are only counted.
+const HINTED_MAX: usize = 200;
+
 /// Definitions of the unit types, whose descriptions say what a value looks like.
 const UNIT_DEFS: [&str; 4] =
     ["/$defs/Duration", "/$defs/Size", "/$defs/Celsius", "/$defs/Fraction"];
@@ -337,7 +340,7 @@ impl Cx<'_> {
                     .at(&path)
                     .map(|n| n.entries().iter().map(|e| (e.key.as_str(), e.key_mark)).collect())
                     .unwrap_or_default();
-                for key in unexpected {
+                for (n, key) in unexpected.iter().enumerate() {
                     let mut p = path.clone();
                     p.push(Seg::Key(key.clone()));
                     if self.is_handled(&p) {
@@ -348,7 +351,11 @@ impl Cx<'_> {
                     } else {
                         printable(key)
                     };
-                    let hint = if key == "<<" {
+                    // Past the first few hundred (a report keeps 100 problems), no suggestion
+                    // is computed: 100,000 unknown fields stay cheap.
+                    let hint = if n >= HINTED_MAX {
+                        None
+                    } else if key == "<<" {
                         Some(
                             "YAML merge keys (`<<`) are not supported; write the fields out".into(),
                         )
