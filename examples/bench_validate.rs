@@ -3,7 +3,11 @@
 //! two models, auth by reference, telemetry and a restart command; a Routing document routes
 //! four categories over all of them.
 //!
-//! Run: `cargo run --release --example bench_validate`
+//! Then validation time against input size (issue 17), one file each: 1k → 1M empty documents
+//! (`---` lines) and 1k → 100k unknown fields in one Node. The time per item should stay flat
+//! (linear work); it was quadratic before (1M documents took ~3 minutes, 100k fields 19 s).
+//!
+//! Run: `cargo run --release --example bench_validate` (`-- --scaling` for the scaling part only)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -104,11 +108,54 @@ fn measure(label: &str, files: usize) -> Result<()> {
     Ok(())
 }
 
+/// Loads `text` as one file; the time, the problems found, and how many were kept.
+fn time_one(text: &str) -> Result<(Duration, usize, usize)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("all.yaml"), text)?;
+    let start = Instant::now();
+    let r = homeostat::desired::load_dir(dir.path());
+    let took = start.elapsed();
+    Ok(match r {
+        Ok(_) => (took, 0, 0),
+        Err(d) => (took, d.error_count() + d.warning_count(), d.len()),
+    })
+}
+
+fn scaling() -> Result<()> {
+    println!("validation time against input size (one file; per-item time flat = linear)");
+    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+        let text = "---\n".repeat(n);
+        let (took, _, _) = time_one(&text)?;
+        println!(
+            "  {n:>9} empty documents  {:>8.1} KiB  {:>9.1} ms  {:>6.2} µs/document",
+            text.len() as f64 / 1024.0,
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let head = "apiVersion: homeostat.dev/v1\nkind: Node\nmetadata: { name: n }\nspec:\n  backend: ollama\n  url: http://10.0.0.1:11434\n  vram: 8GiB\n  models: [{ name: m, size: 1GiB }]\n";
+    for n in [1_000usize, 10_000, 100_000] {
+        let extra: String = (0..n).map(|i| format!("  zz{i}: 1\n")).collect();
+        let text = format!("{head}{extra}");
+        let (took, found, kept) = time_one(&text)?;
+        println!(
+            "  {n:>9} unknown fields   {:>8.1} KiB  {:>9.1} ms  {:>6.2} µs/field   ({found} problems, {kept} kept)",
+            text.len() as f64 / 1024.0,
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--scaling") {
+        return scaling();
+    }
     println!(
         "load_dir + validate, {NODES} nodes, {RUNS} runs each (the first run also compiles the schemas)"
     );
     measure("10 files x 100 nodes", 10)?;
     measure("1 file per node", NODES)?;
-    Ok(())
+    scaling()
 }

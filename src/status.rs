@@ -197,6 +197,8 @@ pub struct StatusSnapshot {
     pub ready: bool,
     pub pid: u32,
     pub listen: String,
+    /// Warnings about the daemon itself (the API exposed beyond loopback without a token).
+    pub warnings: Vec<String>,
     pub state_dir: String,
     pub manifest: ManifestStatus,
     pub nodes: BTreeMap<String, NodeSnapshot>,

@@ -86,10 +86,19 @@ fn check_error_message(body: &[u8]) {
 
 /// The manifest loader on one file's bytes: a `DesiredState` or diagnostics with positions
 /// (line and column from 1), never a panic.
+/// Most validation work (`homeostat::desired::work`) allowed per input byte (plus a fixed part):
+/// linear work fits easily; a quadratic step blows it on inputs of a few kilobytes (issue 17).
+pub const WORK_PER_BYTE: u64 = 64;
+
 pub fn manifest(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = homeostat::desired::yaml::parse(&text);
-    match homeostat::desired::from_yaml_str(&text) {
+    homeostat::desired::work::take();
+    let result = homeostat::desired::from_yaml_str(&text);
+    let work = homeostat::desired::work::take();
+    let budget = WORK_PER_BYTE * (text.len() as u64 + 64);
+    assert!(work <= budget, "validation took {work} steps for {} bytes", text.len());
+    match result {
         Ok(state) => {
             // A loaded state always has the cluster policy filled in with valid limits.
             let _ = format!("{state:?}");

@@ -318,7 +318,7 @@ async fn run_node_step(
                 .await
                 .map_err(|e| crate::error::chain(&e))?;
             if !out.success() {
-                return Err(format!("restart command exited with {:?}: {}", out.code, out.tail()));
+                return Err(format!("restart command {}: {}", out.status_text(), out.tail()));
             }
             wait_node_ready(ctx, client, Duration::from_millis(*ready_deadline_ms)).await?;
             done(Some(format!("restarted in {} ms", out.took.as_millis())))
@@ -530,7 +530,7 @@ async fn execute_service(
                 match run_command(ctx, command, Duration::from_millis(*timeout_ms)).await {
                     Err(e) => Err(crate::error::chain(&e)),
                     Ok(out) if !out.success() => {
-                        Err(format!("restart command exited with {:?}: {}", out.code, out.tail()))
+                        Err(format!("restart command {}: {}", out.status_text(), out.tail()))
                     }
                     Ok(_) => {
                         wait_service_ready(ctx, spec, Duration::from_millis(*ready_deadline_ms))

@@ -23,6 +23,7 @@
 //! nothing of the daemon.
 
 pub mod client;
+pub mod server;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ use crate::store::{Event, StoreError};
 
 /// Largest request body accepted (a heartbeat or a cordon reason is a few hundred bytes).
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// How long a request body may take to arrive (a slow client sending it byte by byte).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most events one request returns.
 pub const EVENTS_MAX: usize = 1000;
 /// Most recent actions per node in the status.
@@ -355,7 +358,16 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json:
     let mut over = declared.is_some_and(|len| len > BODY_LIMIT);
     let (mut buf, mut read) = (Vec::new(), 0usize);
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                format!("the body did not arrive within {}", crate::desired::Dur(BODY_TIMEOUT)),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(_) if over => break,

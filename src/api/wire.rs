@@ -98,6 +98,9 @@ pub struct DaemonInfo {
     pub ready: bool,
     /// The API's bound address.
     pub listen: String,
+    /// Warnings about the daemon itself (the API exposed beyond loopback without a token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub state_dir: String,
 }
 
@@ -525,6 +528,7 @@ impl Status {
                 phase: kebab(&s.phase),
                 ready: s.ready,
                 listen: s.listen.clone(),
+                warnings: s.warnings.clone(),
                 state_dir: s.state_dir.clone(),
             },
             manifests: Manifests {

@@ -64,7 +64,7 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<u8> {
             match a.output {
                 Output::Table => {
                     eprintln!("{diags}");
-                    let (e, w) = (diags.error_count(), diags.warnings().count());
+                    let (e, w) = (diags.error_count(), diags.warning_count());
                     let plural = |n: usize| if n == 1 { "" } else { "s" };
                     let warnings =
                         if w > 0 { format!(", {w} warning{}", plural(w)) } else { String::new() };

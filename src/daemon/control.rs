@@ -50,6 +50,8 @@ impl Control {
     pub async fn status(&self, actions: usize) -> StatusSnapshot {
         let sh = &self.sh;
         let now = sh.clock.now();
+        // Before any other lock: it takes the listen and token locks.
+        let warnings: Vec<String> = sh.api_exposure().into_iter().collect();
         let mut snap = {
             let v = sh.view();
             let nodes = v
@@ -100,6 +102,7 @@ impl Control {
                 ready: v.ready,
                 pid: std::process::id(),
                 listen: sh.listen.lock().expect("listen lock poisoned").clone(),
+                warnings,
                 state_dir: sh.paths.state_dir.display().to_string(),
                 manifest: v.manifest.clone(),
                 nodes,

@@ -109,6 +109,7 @@ pub struct Metrics {
     heartbeats: Family<NodeLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload_ok: Gauge,
+    api_exposed: Gauge,
     generation: Gauge,
     ready: Gauge,
     notifications: Family<ResultLabel, Counter>,
@@ -148,6 +149,7 @@ impl Metrics {
             heartbeats: Family::default(),
             reloads: Family::default(),
             last_reload_ok: Gauge::default(),
+            api_exposed: Gauge::default(),
             generation: Gauge::default(),
             ready: Gauge::default(),
             notifications: Family::default(),
@@ -222,6 +224,11 @@ impl Metrics {
             "manifest_last_reload_success",
             "1 if the last manifest reload succeeded (or none failed since start), else 0",
             m.last_reload_ok.clone(),
+        );
+        r.register(
+            "api_exposed_without_token",
+            "1 when the API listens beyond loopback without cluster.api.tokenFrom, else 0",
+            m.api_exposed.clone(),
         );
         r.register(
             "manifest_generation",
@@ -442,6 +449,11 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// Whether the API listens beyond loopback without a token (`api::server::exposure`).
+    pub fn set_api_exposed(&self, exposed: bool) {
+        self.api_exposed.set(i64::from(exposed));
     }
 }
 

@@ -329,14 +329,12 @@ pub async fn run(
     let api_stop = CancellationToken::new();
     let app = crate::api::router(control::Control::new(sh.clone()));
     let stop = api_stop.clone();
-    let api = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API server stopped");
-        }
-    });
+    let api = tokio::spawn(crate::api::server::serve(
+        listener,
+        app,
+        crate::api::server::ServeOptions::default(),
+        stop,
+    ));
     let addr_file = state_dir.join(API_ADDR_FILE);
     if let Err(e) =
         crate::store::state_dir::write_private_atomic(&addr_file, bound.to_string().as_bytes())
@@ -354,6 +352,9 @@ pub async fn run(
         let v = sh.view();
         (v.desired.nodes.len(), v.desired.services.len())
     };
+    if let Some(w) = sh.api_exposure() {
+        tracing::warn!("{w}");
+    }
     tracing::info!(api = %format!("http://{bound}"), mutating_endpoints = mutating,
         nodes = node_count, services = service_count, manifests = %summary,
         "homeostat daemon started");

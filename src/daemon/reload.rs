@@ -150,9 +150,32 @@ pub async fn run(sh: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// Loads the manifests and applies them if they are valid and differ from the set in effect.
+///
+/// A trigger arriving while the set is still being read and validated supersedes it: the newer
+/// files are loaded at once and the older result is dropped when it comes (its thread cannot be
+/// stopped), so a valid edit never waits behind the validation of a set already replaced. At
+/// most one superseded load runs beside the current one; a trigger past that is kept for the
+/// next round.
 pub async fn reload(sh: &Arc<Shared>, trigger: Trigger) {
-    let dir = sh.paths.manifests.clone();
-    let loaded = match tokio::task::spawn_blocking(move || crate::desired::load_dir(&dir)).await {
+    let spawn_load = || {
+        let dir = sh.paths.manifests.clone();
+        tokio::task::spawn_blocking(move || crate::desired::load_dir(&dir))
+    };
+    let mut trigger = trigger;
+    let mut load = spawn_load();
+    let mut superseded: Option<tokio::task::JoinHandle<_>> = None;
+    let joined = loop {
+        let may_supersede = superseded.as_ref().is_none_or(|h| h.is_finished());
+        tokio::select! {
+            r = &mut load => break r,
+            t = sh.reload.wait(Trigger::Files), if may_supersede => {
+                tracing::info!(?t, "the manifests changed during validation; loading the newer set");
+                superseded = Some(std::mem::replace(&mut load, spawn_load()));
+                trigger = t;
+            }
+        }
+    };
+    let loaded = match joined {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "the manifest loading task failed");
@@ -169,6 +192,8 @@ pub async fn reload(sh: &Arc<Shared>, trigger: Trigger) {
                 if same && v.manifest.last_error.take().is_some() {
                     tracing::info!(hash = %l.state.hash,
                         "the manifests are valid again (the set in effect is unchanged)");
+                    // A broken edit reverted to the set in effect: this reload succeeded.
+                    sh.metrics.reload(true, v.manifest.generation);
                 }
                 same
             };
@@ -302,6 +327,9 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     }
     *sh.token.lock().expect("token lock poisoned") =
         ApiToken::resolve(new.cluster.api.token_from.as_ref());
+    if let Some(w) = sh.api_exposure() {
+        tracing::warn!("{w}");
+    }
     if old.cluster.api.listen != new.cluster.api.listen {
         tracing::warn!(old = %old.cluster.api.listen, new = %new.cluster.api.listen,
             "cluster.api.listen changed: the API keeps its address until the daemon restarts");

@@ -98,6 +98,10 @@ pub enum ApiToken {
 }
 
 impl ApiToken {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ApiToken::Ready(_))
+    }
+
     pub fn resolve(r: Option<&SecretRef>) -> ApiToken {
         match r {
             None => ApiToken::NotConfigured,
@@ -329,6 +333,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The warning about the API's exposure (`api::server::exposure`), if any, also published
+    /// as the `homeostat_api_exposed_without_token` metric.
+    pub fn api_exposure(&self) -> Option<String> {
+        let listen = self.listen.lock().expect("listen lock poisoned").clone();
+        let ready = self.token.lock().expect("token lock poisoned").is_ready();
+        let warning = crate::api::server::exposure(&listen, ready);
+        self.metrics.set_api_exposed(warning.is_some());
+        warning
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         view: View,

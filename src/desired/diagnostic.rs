@@ -128,45 +128,93 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every problem found in a manifest set (errors and warnings), in file and line order.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(transparent)]
-pub struct Diagnostics(Vec<Diagnostic>);
+/// Most problems a [`Diagnostics`] keeps (errors first); the rest are counted, not kept, so a set
+/// with 40,000 errors is not a 22 MB event, status entry and terminal dump.
+pub const SHOWN_MAX: usize = 100;
+
+/// The problems found in a manifest set (errors and warnings), in file and line order: at most
+/// [`SHOWN_MAX`] of them (errors before warnings), with the totals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+    errors: usize,
+    warnings: usize,
+}
+
+impl Serialize for Diagnostics {
+    /// The kept problems, as a list.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.items.serialize(s)
+    }
+}
 
 impl Diagnostics {
-    /// Sorts by file, line and column, and drops exact duplicates.
+    /// Sorts by file, line and column, drops exact duplicates, and keeps at most [`SHOWN_MAX`]
+    /// (errors first).
     pub fn new(mut items: Vec<Diagnostic>) -> Self {
+        super::work::add(items.len());
         items.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         items.dedup();
-        Diagnostics(items)
+        let errors = items.iter().filter(|d| d.is_error()).count();
+        let warnings = items.len() - errors;
+        if items.len() > SHOWN_MAX {
+            let keep_warnings = SHOWN_MAX.saturating_sub(errors);
+            let mut kept_warnings = 0usize;
+            let mut kept_errors = 0usize;
+            items.retain(|d| {
+                if d.is_error() {
+                    kept_errors += 1;
+                    kept_errors <= SHOWN_MAX
+                } else {
+                    kept_warnings += 1;
+                    kept_warnings <= keep_warnings
+                }
+            });
+        }
+        Diagnostics { items, errors, warnings }
     }
 
+    /// The kept problems.
     pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
-        self.0.iter()
+        self.items.iter()
     }
 
+    /// The kept errors.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter().filter(|d| d.is_error())
+        self.items.iter().filter(|d| d.is_error())
     }
 
+    /// The kept warnings.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter().filter(|d| !d.is_error())
+        self.items.iter().filter(|d| !d.is_error())
     }
 
+    /// Every error found, kept or not.
     pub fn error_count(&self) -> usize {
-        self.errors().count()
+        self.errors
     }
 
+    /// Every warning found, kept or not.
+    pub fn warning_count(&self) -> usize {
+        self.warnings
+    }
+
+    /// Problems found but not kept.
+    pub fn omitted(&self) -> usize {
+        (self.errors + self.warnings).saturating_sub(self.items.len())
+    }
+
+    /// Number of kept problems.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.items.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.items.is_empty()
     }
 
     pub fn into_vec(self) -> Vec<Diagnostic> {
-        self.0
+        self.items
     }
 }
 
@@ -174,18 +222,32 @@ impl<'a> IntoIterator for &'a Diagnostics {
     type Item = &'a Diagnostic;
     type IntoIter = std::slice::Iter<'a, Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.items.iter()
     }
 }
 
 impl fmt::Display for Diagnostics {
-    /// One problem per line (its hint, if any, indented on the next line).
+    /// One problem per line (its hint, if any, indented on the next line), then how many more
+    /// were found when some are not shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.items.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
             write!(f, "{d}")?;
+        }
+        let more = self.omitted();
+        if more > 0 {
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            write!(
+                f,
+                "\n… and {more} more problem{} not shown ({} error{}, {} warning{} in all)",
+                plural(more),
+                self.errors,
+                plural(self.errors),
+                self.warnings,
+                plural(self.warnings)
+            )?;
         }
         Ok(())
     }

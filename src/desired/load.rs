@@ -7,6 +7,13 @@
 //! directories such as `.git` or a Kubernetes ConfigMap's `..data`), editor leftovers (`*~`,
 //! `*.swp`, `.#*`, vim's `4913`), and every other file. A path that is a file is loaded alone.
 //!
+//! Reported, not skipped: a `*.yaml` that is not a regular file (a FIFO, a device: it is never
+//! opened for reading, which could block), a directory deeper than [`MAX_DIR_DEPTH`], a file
+//! larger than [`MAX_FILE_BYTES`] and a set larger than [`MAX_SET_BYTES`] (sizes are checked
+//! before reading, so an 8 GB sparse file costs nothing). File names are shown with control
+//! characters escaped ([`shown`]), so a name with a newline or an escape sequence cannot forge
+//! or repaint terminal output.
+//!
 //! This module does the I/O; everything it calls is pure.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,8 +27,25 @@ use super::diagnostic::{Diagnostic, Diagnostics, Mark};
 use super::types::Kind;
 use super::validate::{Source, compile};
 
-/// Subdirectories deeper than this are not followed (a symlink loop cannot recurse forever).
-const MAX_DIR_DEPTH: usize = 32;
+/// Subdirectories deeper than this are not read (a symlink loop cannot recurse forever); one is
+/// reported as an error.
+pub const MAX_DIR_DEPTH: usize = 32;
+/// Largest manifest file read (a 1,000-node fleet in one file is about 1 MB).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest manifest set read, all files together.
+pub const MAX_SET_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A path as diagnostics show it: control characters (a newline, an escape sequence) escaped
+/// as `\n`, `\u{1b}`; bytes that are not UTF-8 as U+FFFD.
+pub fn shown(p: &Path) -> String {
+    let text = p.to_string_lossy();
+    if !text.chars().any(char::is_control) {
+        return text.into_owned();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+        .collect()
+}
 
 /// A valid manifest set.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +96,7 @@ impl fmt::Display for Summary {
 /// Loads and validates every manifest below `dir` (or the single file `dir`). On failure, every
 /// problem found (errors and warnings) is returned at once.
 pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
-    let set = dir.display().to_string();
+    let set = shown(dir);
     let mut problems: Vec<Diagnostic> = Vec::new();
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     match std::fs::metadata(dir) {
@@ -82,7 +106,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
                     .hint("give the manifest directory with -f DIR (or HOMEOSTAT_MANIFESTS)"),
             ]));
         }
-        Ok(m) if m.is_file() => {
+        Ok(m) if !m.is_dir() => {
             let name =
                 dir.file_name().map_or_else(|| set.clone(), |n| n.to_string_lossy().into_owned());
             files.push((name, dir.to_path_buf()));
@@ -98,11 +122,36 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
     }
 
     let mut raw: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut total = 0u64;
     for (rel, path) in files {
-        let display = path.display().to_string();
-        match std::fs::read(&path) {
-            Ok(bytes) => raw.push((rel, display, bytes)),
-            Err(e) => problems.push(Diagnostic::error(display, format!("cannot read: {e}"))),
+        let display = shown(&path);
+        let left = MAX_SET_BYTES.saturating_sub(total);
+        match crate::secret::read_regular(&path, MAX_FILE_BYTES) {
+            Ok(bytes) if bytes.len() as u64 > left => {
+                problems.push(
+                    Diagnostic::error(
+                        display,
+                        format!("the manifest set is larger than {MAX_SET_BYTES} bytes; not read"),
+                    )
+                    .hint("split the fleet across fewer, smaller files, or check for a stray file"),
+                );
+                break;
+            }
+            Ok(bytes) => {
+                total += bytes.len() as u64;
+                raw.push((rel, display, bytes));
+            }
+            Err(crate::secret::FileReadError::TooLarge { cap }) => problems.push(
+                Diagnostic::error(
+                    display,
+                    format!("the file is larger than {cap} bytes; not read"),
+                )
+                .hint("a manifest file is a few kilobytes; is this the right file?"),
+            ),
+            Err(e) => problems.push(Diagnostic::error(
+                display,
+                format!("cannot read: {}", crate::cli::chain(&e)),
+            )),
         }
     }
     let mut texts: Vec<(&str, String)> = Vec::new();
@@ -197,10 +246,7 @@ fn collect(
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            problems.push(Diagnostic::error(
-                dir.display().to_string(),
-                format!("cannot read directory: {e}"),
-            ));
+            problems.push(Diagnostic::error(shown(dir), format!("cannot read directory: {e}")));
             return;
         }
     };
@@ -216,19 +262,29 @@ fn collect(
         // Follows symlinks (a ConfigMap mount links each file into `..data/`).
         let Ok(meta) = std::fs::metadata(&path) else {
             if is_manifest(&name) {
-                problems.push(Diagnostic::error(
-                    path.display().to_string(),
-                    "cannot read: broken link",
-                ));
+                problems.push(Diagnostic::error(shown(&path), "cannot read: broken link"));
             }
             continue;
         };
         if meta.is_dir() {
             let fresh = path.canonicalize().map(|c| visited.insert(c)).unwrap_or(false);
-            if depth < MAX_DIR_DEPTH && fresh {
-                collect(&path, &child_rel, depth + 1, out, problems, visited);
+            if !fresh {
+                // Already read (a symlink to a directory of the set, or a loop).
+                continue;
             }
-        } else if meta.is_file() && is_manifest(&name) {
+            if depth >= MAX_DIR_DEPTH {
+                problems.push(
+                    Diagnostic::error(
+                        shown(&path),
+                        format!("directory nested deeper than {MAX_DIR_DEPTH} levels; not read"),
+                    )
+                    .hint("keep manifests in a shallow tree"),
+                );
+                continue;
+            }
+            collect(&path, &child_rel, depth + 1, out, problems, visited);
+        } else if is_manifest(&name) {
+            // A FIFO or a device named *.yaml is refused when read (without blocking).
             out.push((child_rel, path));
         }
     }

@@ -34,6 +34,7 @@ pub mod types;
 pub mod units;
 #[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 mod validate;
+pub mod work;
 #[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod yaml;
 

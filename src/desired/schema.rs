@@ -285,6 +285,9 @@ fn last_key(path: &[Seg]) -> Option<&str> {
     })
 }
 
+/// Unknown fields of one mapping that get a "did you mean" hint; the rest are only counted.
+const HINTED_MAX: usize = 200;
+
 /// Definitions of the unit types, whose descriptions say what a value looks like.
 const UNIT_DEFS: [&str; 4] =
     ["/$defs/Duration", "/$defs/Size", "/$defs/Celsius", "/$defs/Fraction"];
@@ -330,7 +333,14 @@ impl Cx<'_> {
                     .and_then(Value::as_object)
                     .map(|p| p.keys().cloned().collect())
                     .unwrap_or_default();
-                for key in unexpected {
+                // Each key's position, looked up once: a per-key search of the mapping made
+                // 100,000 unknown fields quadratic.
+                let marks: std::collections::HashMap<&str, super::diagnostic::Mark> = self
+                    .root
+                    .at(&path)
+                    .map(|n| n.entries().iter().map(|e| (e.key.as_str(), e.key_mark)).collect())
+                    .unwrap_or_default();
+                for (n, key) in unexpected.iter().enumerate() {
                     let mut p = path.clone();
                     p.push(Seg::Key(key.clone()));
                     if self.is_handled(&p) {
@@ -341,7 +351,11 @@ impl Cx<'_> {
                     } else {
                         printable(key)
                     };
-                    let hint = if key == "<<" {
+                    // Past the first few hundred (a report keeps 100 problems), no suggestion
+                    // is computed: 100,000 unknown fields stay cheap.
+                    let hint = if n >= HINTED_MAX {
+                        None
+                    } else if key == "<<" {
                         Some(
                             "YAML merge keys (`<<`) are not supported; write the fields out".into(),
                         )
@@ -352,7 +366,14 @@ impl Cx<'_> {
                     } else {
                         Some(format!("expected one of {}", one_of(&allowed)))
                     };
-                    out.push(self.at_key(&p, format!("unknown field `{shown}`")).maybe_hint(hint));
+                    let mark = marks.get(key.as_str()).copied();
+                    let d = match mark {
+                        Some(m) => Diagnostic::error(self.file, format!("unknown field `{shown}`"))
+                            .at(Some(m))
+                            .path(render_path(&p)),
+                        None => self.at_key(&p, format!("unknown field `{shown}`")),
+                    };
+                    out.push(d.maybe_hint(hint));
                 }
             }
             ValidationErrorKind::Required { .. } if self.quiet_required.contains(&path) => {}

@@ -47,6 +47,11 @@ pub struct UnitError {
     pub expected: &'static str,
 }
 
+/// The longest duration a manifest may give (issue 17: `18446744073709551615ms` as a retry delay
+/// made `reconcile diff` wait forever). No field needs more: the longest waits (a renotify
+/// period, a re-benchmark) are hours to days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
 /// What a duration looks like, for messages.
 pub const DURATION_EXPECTED: &str =
     "a whole number followed by ms, s, m, h or d, e.g. 250ms, 5s, 10m, 1h30m";
@@ -85,6 +90,13 @@ impl FromStr for Dur {
             };
             total_ms =
                 n.checked_mul(factor).and_then(|v| total_ms.checked_add(v)).ok_or_else(err)?;
+        }
+        if total_ms > MAX_DURATION.as_millis() {
+            return Err(UnitError {
+                what: "duration",
+                input: s.to_owned(),
+                expected: "at most 30d (no wait in a manifest is longer)",
+            });
         }
         let ms = u64::try_from(total_ms).map_err(|_| err())?;
         Ok(Dur(Duration::from_millis(ms)))
@@ -315,9 +327,15 @@ mod tests {
             "5s ",
             "1h30",
             "99999999999999999999d",
+            "18446744073709551615ms",
+            "31d",
+            "30d1ms",
         ] {
             assert!(bad.parse::<Dur>().is_err(), "{bad:?} should not parse");
         }
+        assert_eq!("30d".parse::<Dur>().unwrap().get(), MAX_DURATION);
+        let e = "18446744073709551615ms".parse::<Dur>().unwrap_err().to_string();
+        assert!(e.contains("at most 30d"), "{e}");
     }
 
     #[test]

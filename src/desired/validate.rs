@@ -128,6 +128,7 @@ pub(crate) fn compile(
         }
         let mut non_empty = 0usize;
         for d in &file.docs {
+            super::work::add(1);
             for e in &d.problems {
                 diags.push(problem(source.display, e));
             }
@@ -170,6 +171,7 @@ pub(crate) fn compile(
 
     // Layers 3 and 4: secret hygiene, then the JSON Schema.
     for doc in &mut docs {
+        super::work::add(1);
         let found = super::hygiene::check(doc.kind, doc.root, doc.file);
         let mut handled = found.handled;
         // The header layer reported these already.
@@ -482,7 +484,25 @@ fn check_argv(doc: &Doc<'_>, path: &[Seg], argv: &[String], diags: &mut Vec<Diag
         }
         Some(_) => {}
     }
+    for (i, arg) in argv.iter().enumerate() {
+        let mut p = path.to_vec();
+        p.push(Seg::Index(i));
+        if arg.contains('\0') {
+            diags.push(
+                doc.error(&p, "contains a NUL character, which no program argument can hold"),
+            );
+        } else if arg.len() > MAX_ARG_BYTES {
+            diags.push(doc.error(
+                &p,
+                format!("is {} bytes long; an argument is at most {MAX_ARG_BYTES}", arg.len()),
+            ));
+        }
+    }
 }
+
+/// Longest command argument accepted: Linux refuses one of 128 KiB or more (`MAX_ARG_STRLEN`
+/// counts the terminating NUL) when the command runs; better said at validation.
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 
 fn check_cluster(doc: &Doc<'_>, c: &ClusterSpec, diags: &mut Vec<Diagnostic>) {
     let t = &c.thermal;

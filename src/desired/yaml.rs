@@ -103,6 +103,7 @@ pub fn parse(text: &str) -> File {
     loop {
         let next = parser.next_event();
         let Some(next) = next else { break };
+        super::work::add(1);
         match next {
             Err(e) => {
                 let at = e.marker().byte_offset().unwrap_or(text.len()).min(text.len());
@@ -161,7 +162,12 @@ pub fn parse(text: &str) -> File {
     boundaries.dedup();
     for doc in &mut out.docs {
         let start = doc.text.start;
-        let end = boundaries.iter().copied().find(|&b| b > start).unwrap_or(text.len());
+        // Binary search: a linear scan here made a file of many documents quadratic.
+        let next = boundaries.partition_point(|&b| {
+            super::work::add(1);
+            b <= start
+        });
+        let end = boundaries.get(next).copied().unwrap_or(text.len());
         doc.text = start..end;
     }
     out
@@ -562,7 +568,10 @@ impl Node {
 
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|e| e.key == key),
+            Value::Map(entries) => entries.iter().find(|e| {
+                super::work::add(1);
+                e.key == key
+            }),
             _ => None,
         }
     }

@@ -515,9 +515,9 @@ fn encode_query(s: &str) -> String {
     out
 }
 
+/// `data` is required: an object without it is not llama-server's model list (issue 17).
 #[derive(Deserialize)]
 struct ModelsBody {
-    #[serde(default)]
     data: Vec<ModelEntry>,
 }
 
@@ -647,6 +647,15 @@ mod tests {
         assert_eq!(m[0].context_length, Some(1024));
         assert_eq!(m[0].size, Some(577_792));
         assert!(same_model("tiny-llama", &m[0].id));
+    }
+
+    /// Issue 17: an object without `data` is not llama-server's list: malformed, not empty.
+    #[test]
+    fn a_models_answer_without_data_is_malformed() {
+        for body in [r#"{}"#, r#"{"models":[]}"#, r#"{"data":null}"#] {
+            let e = parse_models(&reply(200, body)).unwrap_err();
+            assert!(matches!(e, ProbeFailure::Malformed { .. }), "{body}: {e:?}");
+        }
     }
 
     /// `meta: null` (the documented loading shape) means the model is still loading.

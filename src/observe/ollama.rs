@@ -294,9 +294,11 @@ struct PullLine {
     error: Option<String>,
 }
 
+/// The `models` array is required: it is what proves the server is Ollama. Any other JSON
+/// object (another server on the port, a proxy's error page) is a malformed answer, not "up with
+/// nothing loaded", which would trigger a pull and a load (issue 17).
 #[derive(Deserialize)]
 struct Ps {
-    #[serde(default)]
     models: Vec<PsModel>,
 }
 
@@ -354,7 +356,6 @@ pub fn parse_ps(r: &Reply, names: &DesiredNames) -> Result<Vec<Instance>, ProbeF
 
 #[derive(Deserialize)]
 struct Tags {
-    #[serde(default)]
     models: Vec<TagModel>,
 }
 
@@ -551,6 +552,19 @@ mod tests {
         assert_eq!(i[0].pinned, Some(true));
         assert_eq!(i[1].pinned, Some(false));
         assert_eq!(i[1].state, InstanceState::Loaded);
+    }
+
+    /// Issue 17: any JSON object read as "up, nothing loaded" and triggered a pull and a load.
+    /// Without the `models` array it is a malformed answer; an empty array is nothing loaded.
+    #[test]
+    fn an_answer_without_the_models_array_is_malformed() {
+        for body in [r#"{}"#, r#"{"status":"ok"}"#, r#"{"models":null}"#, r#"{"data":[]}"#] {
+            let e = parse_ps(&reply(200, body), &names()).unwrap_err();
+            assert!(matches!(e, ProbeFailure::Malformed { .. }), "{body}: {e:?}");
+            let e = parse_tags(&reply(200, body), &names()).unwrap_err();
+            assert!(matches!(e, ProbeFailure::Malformed { .. }), "{body}: {e:?}");
+        }
+        assert!(parse_ps(&reply(200, r#"{"models":[]}"#), &names()).unwrap().is_empty());
     }
 
     /// The documented `/api/tags` body lists downloaded models under desired names.

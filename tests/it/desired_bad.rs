@@ -600,3 +600,135 @@ fn number_too_large() {
     "#]],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile sizes and files (issue 17): work linear in the input, problems capped, sizes capped,
+// odd files reported.
+
+const NODE_HEAD: &str = "apiVersion: homeostat.dev/v1\nkind: Node\nmetadata: { name: n }\nspec:\n  backend: ollama\n  url: http://10.0.0.1:11434\n  vram: 8GiB\n  models: [{ name: m, size: 1GiB }]\n";
+
+/// The work (counted, not timed) of validating `text`.
+fn work_of(text: &str) -> (u64, Result<(), homeostat::desired::Diagnostics>) {
+    homeostat::desired::work::take();
+    let r = homeostat::desired::from_yaml_str(text).map(|_| ());
+    (homeostat::desired::work::take(), r)
+}
+
+/// Failure 4: a file of empty documents was quadratic (1,000,000 took ~3 minutes). Ten times
+/// the documents is about ten times the work.
+#[test]
+fn empty_documents_cost_linear_work() {
+    let (small, _) = work_of(&"---\n".repeat(10_000));
+    let (big, r) = work_of(&"---\n".repeat(100_000));
+    assert!(r.is_err(), "no manifest documents");
+    assert!(big <= small * 12, "10x the documents took {big} steps against {small}");
+}
+
+/// Failure 4: 100,000 unknown fields took 19 s and printed 25 MB. The work is linear, and the
+/// report keeps 100 problems and counts the rest.
+#[test]
+fn unknown_fields_cost_linear_work_and_the_report_is_capped() {
+    let fields = |n: usize| -> String {
+        let extra: String = (0..n).map(|i| format!("  zz{i}: 1\n")).collect();
+        format!("{NODE_HEAD}{extra}")
+    };
+    let (small, _) = work_of(&fields(2_000));
+    let (big, r) = work_of(&fields(20_000));
+    assert!(big <= small * 12, "10x the fields took {big} steps against {small}");
+    let d = r.unwrap_err();
+    assert_eq!(d.error_count(), 20_000);
+    assert_eq!(d.len(), homeostat::desired::diagnostic::SHOWN_MAX);
+    let text = d.to_string();
+    assert!(
+        text.ends_with("… and 19900 more problems not shown (20000 errors, 0 warnings in all)"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+    assert!(text.len() < 64 * 1024, "the report is {} bytes", text.len());
+}
+
+/// Failure 5: a manifest file has a size cap, checked before reading (an 8 GB sparse file took
+/// 5.3 GB of memory): a sparse file past the cap is refused at once, naming it.
+#[test]
+fn a_huge_manifest_file_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node.yaml"), NODE_HEAD).unwrap();
+    let f = std::fs::File::create(dir.path().join("huge.yaml")).unwrap();
+    f.set_len(8 * 1024 * 1024 * 1024).unwrap();
+    let d = homeostat::desired::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        d.contains("huge.yaml: error: the file is larger than 16777216 bytes; not read"),
+        "{d}"
+    );
+}
+
+/// Failure 5: the whole set has a cap too (many files each under the file cap).
+#[test]
+fn a_huge_manifest_set_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = format!("# {}\n", "x".repeat(15 * 1024 * 1024));
+    for i in 0..5 {
+        std::fs::write(dir.path().join(format!("f{i}.yaml")), &chunk).unwrap();
+    }
+    let d = homeostat::desired::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(d.contains("the manifest set is larger than 67108864 bytes"), "{d}");
+}
+
+/// Weak spot: a FIFO named `*.yaml` was skipped silently (and reading it would block): it is
+/// reported, at once.
+#[cfg(unix)]
+#[test]
+fn a_fifo_manifest_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node.yaml"), NODE_HEAD).unwrap();
+    let fifo = dir.path().join("pipe.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let d = homeostat::desired::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(d.contains("pipe.yaml: error: cannot read: it is a named pipe (FIFO)"), "{d}");
+}
+
+/// Weak spot: manifests deeper than 32 directories were skipped silently; now reported.
+#[test]
+fn a_too_deep_tree_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node.yaml"), NODE_HEAD).unwrap();
+    let mut deep = dir.path().to_path_buf();
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.yaml"), "kind: Node\n").unwrap();
+    let d = homeostat::desired::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(d.contains("nested deeper than 32 levels; not read"), "{d}");
+}
+
+/// Weak spot: file names with a newline or an escape sequence reached the terminal raw.
+#[cfg(unix)]
+#[test]
+fn file_names_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad\nname\u{1b}[31m.yaml"), "kind: [\n").unwrap();
+    let d = homeostat::desired::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(d.contains("bad\\nname\\u{1b}[31m.yaml"), "{d}");
+    assert!(!d.contains('\u{1b}'), "{d:?}");
+    assert!(d.lines().all(|l| !l.starts_with("name")), "{d}");
+}
+
+/// Weak spots: a duration past 30 days (`18446744073709551615ms` as a retry delay made `diff`
+/// never return), an argument with a NUL or of 128 KiB (both fail only when the command runs)
+/// are refused at validation.
+#[test]
+fn durations_and_arguments_are_bounded() {
+    let node = |restart: &str| format!("{NODE_HEAD}  restart: {{ command: {restart} }}\n");
+    let cluster = "apiVersion: homeostat.dev/v1\nkind: Cluster\nmetadata: { name: c }\nspec:\n  probe: { retryDelay: 18446744073709551615ms }\n---\n";
+    let d = homeostat::desired::from_yaml_str(&format!("{cluster}{}", node("[\"a\\0b\"]")))
+        .unwrap_err()
+        .to_string();
+    assert!(d.contains("spec.probe.retryDelay") && d.contains("at most 30d"), "{d}");
+    assert!(d.contains("spec.restart.command[0]: contains a NUL character"), "{d}");
+    let long = format!("[echo, {}]", "x".repeat(128 * 1024));
+    let d = homeostat::desired::from_yaml_str(&node(&long)).unwrap_err().to_string();
+    assert!(d.contains("spec.restart.command[1]: is 131072 bytes long"), "{d}");
+    let ok = format!("[echo, {}]", "x".repeat(1024));
+    assert!(homeostat::desired::from_yaml_str(&node(&ok)).is_ok());
+}
