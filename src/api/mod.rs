@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs (`{"status": "ok" \| "stopping"}`) |
 //! | `GET /readyz` | 200 once every node and service has been observed, else 503 |
-//! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics if `Accept` asks for it, else text 0.0.4) |
 //! | `GET /api/v1/status[?actions=N]` | the daemon, the manifests in effect, every node and service |
 //! | `GET /api/v1/events[?since=ID&limit=N]` | events after `since`, oldest first |
 //! | `GET /api/v1/routes` | the effective routing table (as `routes.json`); 503 before ready |
@@ -165,10 +165,17 @@ fn phase_str(p: Phase) -> String {
     serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-async fn metrics(State(c): State<Control>) -> Response {
+/// OpenMetrics when the `Accept` header asks for it, else the text format 0.0.4.
+async fn metrics(State(c): State<Control>, headers: HeaderMap) -> Response {
+    use crate::daemon::metrics::Format;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(crate::daemon::metrics::CONTENT_TYPE))],
-        c.metrics(),
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (header::VARY, HeaderValue::from_static("Accept")),
+        ],
+        c.metrics(format),
     )
         .into_response()
 }

@@ -78,9 +78,46 @@ impl Control {
         self.sh.view().ready
     }
 
-    /// The Prometheus exposition.
-    pub fn metrics(&self) -> String {
-        self.sh.metrics.encode(self.sh.notifications.stats())
+    /// The Prometheus exposition in `format`.
+    pub fn metrics(&self, format: super::metrics::Format) -> String {
+        use super::metrics::{NodeScrape, ScrapeView};
+        let mut scrape = {
+            let v = self.sh.view();
+            let nodes = v
+                .desired
+                .nodes
+                .keys()
+                .map(|name| NodeScrape {
+                    name: name.clone(),
+                    up: v.observed.nodes.get(name).map(|o| o.reach.is_up()),
+                    last_check: v
+                        .tasks
+                        .get(&Target::Node(name.clone()))
+                        .and_then(|t| t.last.as_ref())
+                        .map(|l| l.started),
+                })
+                .collect();
+            let routes = v
+                .routes
+                .table
+                .categories
+                .iter()
+                .flat_map(|(category, c)| {
+                    c.targets.iter().map(move |t| {
+                        let kind = match t.target {
+                            crate::plan::routing::Target::Node => "node",
+                            crate::plan::routing::Target::Remote => "remote",
+                        };
+                        (category.clone(), kind.to_owned(), t.name.clone(), t.weight)
+                    })
+                })
+                .collect();
+            ScrapeView { nodes, alerts: BTreeMap::new(), routes }
+        };
+        for a in self.sh.notifications.state().active.values() {
+            *scrape.alerts.entry(a.alert.severity.to_string()).or_default() += 1;
+        }
+        self.sh.metrics.scrape(self.sh.notifications.stats(), &scrape, format)
     }
 
     /// The effective routing table.
