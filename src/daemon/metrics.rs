@@ -372,17 +372,17 @@ impl Metrics {
         // Counters with a known set of labels start at 0, so `rate()` and `increase()` see the
         // first event and dashboards and alert rules find the series before anything happened.
         for result in ["verified", "failed", "interrupted"] {
-            m.heals.get_or_create(&ResultLabel { result: result.into() });
+            let _ = m.heals.get_or_create(&ResultLabel { result: result.into() });
         }
         for result in ["enqueued", "delivered", "retried", "failed", "dropped"] {
-            m.notifications.get_or_create(&ResultLabel { result: result.into() });
+            let _ = m.notifications.get_or_create(&ResultLabel { result: result.into() });
         }
         for result in ["success", "failure"] {
-            m.reloads.get_or_create(&ResultLabel { result: result.into() });
+            let _ = m.reloads.get_or_create(&ResultLabel { result: result.into() });
         }
         for action in ACTIONS {
             for outcome in ["done", "failed", "skipped"] {
-                m.actions.get_or_create(&ActionLabels {
+                let _ = m.actions.get_or_create(&ActionLabels {
                     action: action.into(),
                     outcome: outcome.into(),
                 });
