@@ -11,6 +11,8 @@
 //! | `POST /api/v1/nodes/{name}/heartbeat` | records a push-style worker's heartbeat |
 //! | `POST /api/v1/nodes/{name}/cordon`, `/uncordon` | takes a node out of routing / back |
 //! | `POST /api/v1/reload` | reloads the manifests (as SIGHUP) |
+//! | `GET /` | the status page (`ui.rs`) |
+//! | `GET /api/v1/events/stream`, `/api/v1/history` | live events (SSE), benchmark runs (`events_sse.rs`) |
 //!
 //! Mutating endpoints (`POST`) require `Authorization: Bearer <token>`, the token coming from
 //! `cluster.api.tokenFrom` (compared in constant time). Without a configured token they are
@@ -21,6 +23,8 @@
 //! what the JSON looks like is `wire`'s.
 
 pub mod client;
+mod events_sse;
+mod ui;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -56,6 +60,11 @@ pub fn router(control: Control) -> Router {
         .route("/api/v1/nodes/{name}/cordon", post(cordon))
         .route("/api/v1/nodes/{name}/uncordon", post(uncordon))
         .route("/api/v1/reload", post(reload))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
+        .route("/api/v1/events/stream", get(events_sse::stream))
+        .route("/api/v1/history", get(events_sse::history))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)

@@ -279,6 +279,16 @@ impl Control {
         crate::store::blocking(store, move |s| s.events_since(EventId(since), limit)).await
     }
 
+    /// The newest `limit` benchmark and arena runs (of `node`, or of every node), oldest first.
+    pub async fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::bench::history::RunRecord>, StoreError> {
+        let store = self.sh.store.clone();
+        crate::store::blocking(store, move |s| s.runs(node.as_deref(), limit)).await
+    }
+
     /// Checks `Authorization: Bearer <token>` against `cluster.api.tokenFrom`, in constant time
     /// (both sides are hashed first, so neither the content nor the length leaks through timing).
     pub fn authorize(&self, header: Option<&str>) -> Auth {
