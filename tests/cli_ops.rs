@@ -345,3 +345,91 @@ async fn day2_verbs_use_the_store_without_a_daemon() {
     assert_eq!(code, 1);
     assert!(err.contains("no daemon runs"), "{err}");
 }
+
+const FOUR: &str = "
+nodes:
+  - name: lm
+    backend: lmstudio
+    vram: 24GiB
+    models:
+      - { name: qwen/qwen3-8b, size: 6GiB, loaded: true, context-length: 8192 }
+      - { name: google/gemma-3-12b, size: 8GiB }
+  - name: ol
+    backend: ollama
+    vram: 16GiB
+    models:
+      - { name: llama3.2:3b, size: 2GiB, loaded: true }
+  - name: vl
+    backend: vllm
+    models:
+      - { name: meta-llama/Llama-3.1-8B, size: 16GiB }
+  - name: ll
+    backend: llamacpp
+    models:
+      - { name: gemma-3-4b, size: 4GiB }
+";
+
+/// `init --discover` against the simulator's four backends: every server identified, its
+/// loaded models written with their size and context, the schema modeline before every
+/// document; the result validates and `reconcile diff` finds it in sync. Without --discover, a
+/// starter that validates; an existing directory is not overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_discovers_four_backends_into_manifests_in_sync() {
+    let h = Harness::start(FOUR, |_| String::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("lab");
+    let mut args = vec!["init".to_owned()];
+    for n in ["lm", "ol", "vl", "ll"] {
+        args.push("--discover".into());
+        args.push(h.url(n));
+    }
+    args.push(out_dir.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = split(h.run(&args).await);
+    assert_eq!(code, 0, "{out}{err}");
+    let nodes = std::fs::read_to_string(out_dir.join("nodes.yaml")).unwrap();
+    for backend in ["lmstudio", "ollama", "vllm", "llamacpp"] {
+        assert!(nodes.contains(&format!("backend: {backend}")), "{backend}: {nodes}");
+    }
+    assert!(
+        nodes.contains("\"qwen/qwen3-8b\"") && nodes.contains("contextLength: 8192"),
+        "{nodes}"
+    );
+    assert!(nodes.contains("size: 6144MiB"), "LM Studio tells the size: {nodes}");
+    assert!(nodes.contains("also downloaded: google/gemma-3-12b"), "{nodes}");
+    assert!(nodes.contains("\"llama3.2:3b\"") && nodes.contains("\"meta-llama/Llama-3.1-8B\""));
+    for f in ["cluster.yaml", "nodes.yaml", "routing.yaml"] {
+        let text = std::fs::read_to_string(out_dir.join(f)).unwrap();
+        let docs: Vec<&str> = text.split("\n---\n").collect();
+        for d in &docs {
+            assert!(d.starts_with("# yaml-language-server: $schema=.schemas/"), "{f}: {d}");
+        }
+        if f == "nodes.yaml" {
+            assert_eq!(docs.len(), 4, "{text}");
+        }
+    }
+    assert!(out_dir.join(".schemas/node.schema.json").exists());
+
+    let dir_arg = out_dir.display().to_string();
+    let run = |args: Vec<String>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_homeostat"));
+        c.args(args).arg("--state-dir").arg(dir.path().join("state")).env_remove("HOMEOSTAT_LOG");
+        tokio::task::spawn_blocking(move || split(c.output().unwrap()))
+    };
+    let (code, out, err) =
+        run(vec!["validate".into(), "-f".into(), dir_arg.clone()]).await.unwrap();
+    assert_eq!(code, 0, "validate: {out}{err}");
+    let (code, out, err) =
+        run(vec!["reconcile".into(), "diff".into(), "-f".into(), dir_arg.clone()]).await.unwrap();
+    assert_eq!(code, 0, "in sync: {out}{err}\n{nodes}");
+
+    // Not over an existing set; a starter without --discover validates.
+    let (code, _, err) = run(vec!["init".into(), dir_arg.clone()]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+    let starter = dir.path().join("starter").display().to_string();
+    let (code, out, err) = run(vec!["init".into(), starter.clone()]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(vec!["validate".into(), "-f".into(), starter]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -15,6 +15,7 @@ mod demo;
 mod events;
 mod get;
 mod history;
+mod init;
 mod reconcile;
 mod reload;
 mod schema;
@@ -215,6 +216,11 @@ pub enum Command {
     ///
     /// Example: homeostat reload
     Reload(reload::ReloadArgs),
+    /// Write a starter desired-state directory; with `--discover URL` (repeatable), ask each
+    /// server what it is and what it runs, and write its Node with those models.
+    ///
+    /// Example: homeostat init --discover http://10.0.0.5:1234 --discover http://10.0.0.6:11434 lab/
+    Init(init::InitArgs),
     /// Print shell completions.
     ///
     /// Example: homeostat completions bash > /etc/bash_completion.d/homeostat
@@ -250,6 +256,7 @@ pub fn main() -> ExitCode {
         Command::Uncordon(a) => cordon::run(&cli.global, a, false),
         Command::Events(a) => events::run(&cli.global, a),
         Command::Reload(a) => reload::run(&cli.global, a),
+        Command::Init(a) => init::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
     };
     match result {
