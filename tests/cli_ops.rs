@@ -433,3 +433,95 @@ async fn init_discovers_four_backends_into_manifests_in_sync() {
     let (code, out, err) = run(vec!["validate".into(), "-f".into(), starter]).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Two copies of the example lab at once: `sim --free-ports --manifests-out DIR` listens where
+/// the OS says and writes the lab's manifests for those addresses; both sets validate and every
+/// node of each answers `reconcile diff`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_example_labs_run_side_by_side() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut sims = Vec::new();
+    for i in 0..2 {
+        let out = dir.path().join(format!("lab{i}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_homeostat"))
+            .args(["sim", "-f"])
+            .arg(root.join("examples/lab/sim.yaml"))
+            .args(["--free-ports", "--manifests-out"])
+            .arg(&out)
+            .env_remove("HOMEOSTAT_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut seen = String::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.unwrap_or_default();
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("Ctrl-C stops.") {
+                    return seen;
+                }
+            }
+            seen
+        });
+        let seen = tokio::time::timeout(LIMIT, ready).await.expect("the sim starts").unwrap();
+        assert!(seen.contains("manifests for these addresses"), "{seen}");
+        assert!(!seen.contains(":41231"), "free ports: {seen}");
+        sims.push((child, out));
+    }
+    for (i, (_, out)) in sims.iter().enumerate() {
+        let nodes = std::fs::read_to_string(out.join("nodes.yaml")).unwrap();
+        assert!(!nodes.contains(":4123"), "{nodes}");
+        let state = dir.path().join(format!("state{i}"));
+        let run = |args: Vec<String>| {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_homeostat"));
+            c.args(args).arg("--state-dir").arg(&state).env_remove("HOMEOSTAT_LOG");
+            tokio::task::spawn_blocking(move || split(c.output().unwrap()))
+        };
+        let d = out.display().to_string();
+        let (code, o, e) = run(vec!["validate".into(), "-f".into(), d.clone()]).await.unwrap();
+        assert_eq!(code, 0, "{o}{e}");
+        let (code, o, e) = run(vec![
+            "reconcile".into(),
+            "diff".into(),
+            "-f".into(),
+            d,
+            "-o".into(),
+            "json".into(),
+        ])
+        .await
+        .unwrap();
+        assert!(code == 0 || code == 2, "{o}{e}");
+        let v = json_of(&o, &e);
+        for (name, n) in v["nodes"].as_object().unwrap() {
+            assert_eq!(n["observed"]["reach"]["state"], "up", "lab{i} {name}: {n}");
+        }
+    }
+    for (mut child, _) in sims {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `reconcile --help` keeps its examples one per line; `demo --help` says the global -f and
+/// --state-dir do not apply to it.
+#[test]
+fn help_texts_read_as_written() {
+    let help = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_homeostat"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let h = help(&["reconcile", "--help"]);
+    assert!(h.contains("\nExamples:\n  homeostat reconcile diff -o json"), "{h}");
+    assert!(h.contains("\n  homeostat reconcile --once "), "{h}");
+    let h = help(&["demo", "--help"]);
+    assert!(h.contains("do not apply to it"), "{h}");
+    let h = help(&["get", "--help"]);
+    assert!(h.contains("\n  homeostat get nodes -o wide\n"), "{h}");
+}

@@ -143,6 +143,7 @@ pub enum Command {
     /// Examples:
     ///   homeostat reconcile diff -o json     exit 0 in sync, 2 drift, 1 error
     ///   homeostat reconcile --once           exit 0 healthy, 3 still unhealthy, 4 locked
+    #[command(verbatim_doc_comment)]
     Reconcile(reconcile::ReconcileArgs),
     /// Show every node's and service's state, breaker, last check, heal attempts and recent
     /// actions (read from the state store; safe while a daemon runs).
@@ -163,6 +164,7 @@ pub enum Command {
     /// Examples:
     ///   homeostat arena qwen/qwen3-14b --node m1 --settings contextLength=16384 --quick
     ///   homeostat arena --all --apply
+    #[command(verbatim_doc_comment)]
     Arena(arena::ArenaArgs),
     /// Benchmark and arena runs, champions and trends (sparklines); export the whole history as
     /// JSON or plot the scores over time as SVG. Read-only: safe while a daemon runs.
@@ -188,6 +190,7 @@ pub enum Command {
     /// Examples:
     ///   homeostat get nodes -o wide
     ///   homeostat get alerts -o json
+    #[command(verbatim_doc_comment)]
     Get(get::GetArgs),
     /// Everything known about one node: state, breaker, routing, observation, held steps,
     /// recent actions, open alerts and its recent events.
@@ -210,6 +213,7 @@ pub enum Command {
     /// Examples:
     ///   homeostat events --since 10m --node m1
     ///   homeostat events --follow
+    #[command(verbatim_doc_comment)]
     Events(events::EventsArgs),
     /// Ask the running daemon to reload its manifests now (as SIGHUP does) and tell whether
     /// the new set was applied or refused. Exit 0 applied or unchanged, 1 refused.
