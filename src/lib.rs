@@ -23,6 +23,8 @@
 //! - `health`: pure breaker, backoff and lifecycle state machines.
 //! - `act`: the executor; `bench`: suites, scores, arena, history; `store`: SQLite.
 //! - `daemon`, `api`, `notify`: the long-running service; `sim`: simulated backends.
+//! - `scenario`: the trajectory harness (the real pass over the simulated nodes on a virtual
+//!   clock) and the temporal properties every healing trajectory keeps.
 
 pub mod act;
 pub mod api;
@@ -31,11 +33,20 @@ pub mod cli;
 pub mod command;
 pub mod daemon;
 pub mod desired;
+pub mod error;
+// Pure (no clock, sleep, file, socket, process or task): see clippy.toml.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod health;
 pub mod notify;
 pub mod observe;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod plan;
+pub mod record;
+#[cfg(any(test, feature = "scenario"))]
+pub mod scenario;
 pub mod secret;
 pub mod sim;
+pub mod state_dir;
+pub mod status;
 pub mod store;
 pub mod time;

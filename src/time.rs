@@ -4,6 +4,9 @@
 //! breaker cool-downs) survives a restart of homeostat and means the same in the next `--once`
 //! run. The daemon derives `now` from a monotonic clock anchored at start-up (`daemon::clock`),
 //! so a wall-clock jump while it runs neither opens nor closes breakers.
+//!
+//! This module is the one place that reads the clock (`wall_clock`, `Stopwatch`, the `Clock`
+//! implementations); the pure modules cannot (clippy.toml's purity guard).
 
 use std::fmt;
 use std::ops::{Add, Sub};
@@ -115,17 +118,58 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     pub fn start() -> Self {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        MonotonicClock { anchor_wall: Timestamp(wall), anchor: std::time::Instant::now() }
+        MonotonicClock { anchor_wall: wall_clock(), anchor: std::time::Instant::now() }
+    }
+}
+
+/// The wall clock, read once, for what is not planned with (naming a moved-aside file, dating the
+/// event that reports it). Passes take `now` from a `Clock`.
+pub fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+/// Time elapsed since `start`, on the monotonic clock: the deadlines and throttles of the
+/// executor's waits. Never remembered (that is `Timestamp`'s job).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch(std::time::Instant::now())
+    }
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Timestamp {
         self.anchor_wall + self.anchor.elapsed()
+    }
+}
+
+/// Time as tokio's timer sees it, from `anchor`: with tokio's paused time (the trajectory
+/// harness) it is a virtual clock that every `tokio::time::sleep` and timeout advances, so the
+/// real observer and executor wait without waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    anchor: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn start(anchor: Timestamp) -> Self {
+        TokioClock { anchor, start: tokio::time::Instant::now() }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.anchor + self.start.elapsed()
     }
 }
 
@@ -197,7 +241,7 @@ impl SteadyClock {
         if let Some(anchor) = anchor
             && let Ok(json) = serde_json::to_vec(&anchor)
             && let Err(e) =
-                crate::store::state_dir::write_private_atomic(&state_dir.join(CLOCK_FILE), &json)
+                crate::state_dir::write_private_atomic(&state_dir.join(CLOCK_FILE), &json)
         {
             tracing::debug!(error = %e, "cannot write {CLOCK_FILE}");
         }

@@ -1,6 +1,7 @@
 //! The secret in a notifier's URL never reaches the logs. A test binary of its own: it installs
 //! a process-wide tracing subscriber that captures every thread's log lines into a buffer.
 
+#[path = "it/support/notify.rs"]
 mod notify_support;
 
 use std::collections::BTreeMap;

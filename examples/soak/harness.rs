@@ -1,5 +1,5 @@
 //! Soak/chaos harness (issue 8, item 1), shared by `examples/soak` (long runs, prints a report)
-//! and `tests/soak.rs` (a small seeded run in CI).
+//! and `tests/it/soak.rs` (a small seeded run in CI).
 //!
 //! It runs the real daemon (`daemon::run`, in-process: node tasks, API, store, persister,
 //! notifications) against a simulated cluster of lmstudio and ollama nodes with a seeded random

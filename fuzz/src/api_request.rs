@@ -1,7 +1,7 @@
 //! Fuzz entry for the daemon's HTTP API (issue 8, item 4): arbitrary methods, paths, query
 //! strings, headers and bodies sent to a real daemon (started once, in this process, over
 //! loopback). The cargo-fuzz target `fuzz_targets/api.rs` feeds it libFuzzer's bytes; the
-//! proptests of `tests/fuzz_api.rs` include this file (`#[path]`) and feed it generated
+//! proptests of `tests/it/fuzz_api.rs` include this file (`#[path]`) and feed it generated
 //! requests, so CI runs it without cargo-fuzz.
 //!
 //! Every request is well-formed HTTP (a method token, a path of visible ASCII, valid header

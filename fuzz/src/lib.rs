@@ -1,6 +1,6 @@
 //! Fuzz entry points: one function per input homeostat reads from outside, each taking arbitrary
 //! bytes. The cargo-fuzz targets in `fuzz_targets/` call them, and the proptests in
-//! `tests/fuzz_parsers.rs` include this very file (`#[path]`), so CI exercises the same code on a
+//! `tests/it/fuzz_parsers.rs` include this very file (`#[path]`), so CI exercises the same code on a
 //! machine without cargo-fuzz or a nightly toolchain.
 //!
 //! Each entry asserts more than "no panic": what a parser may say about a hostile input is

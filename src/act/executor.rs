@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::verify::{VerifyReport, verify_model};
+use crate::bench::verify::{VerifyReport, verify_model};
 use crate::command;
 use crate::desired::{DesiredState, NodeSpec, ServiceSpec};
 use crate::observe::driver::{self, DriverError, NodeClient};
@@ -28,26 +28,8 @@ use crate::observe::service::probe_service;
 use crate::plan::memory::{HealEnd, NodeMemory, ServiceMemory};
 use crate::plan::step::{Action, Intent, NodePlan, Plan, ServicePlan, Step};
 use crate::plan::{Memory, memory::ModelConfig};
+pub use crate::record::{Recorder, StepOutcome};
 use crate::time::Clock;
-
-/// What the executor needs from the outside world besides the nodes.
-pub trait Recorder: Send + Sync {
-    /// Persists one node's memory (durable before returning).
-    fn save_node(&self, name: &str, memory: &NodeMemory);
-    /// Persists one service's memory.
-    fn save_service(&self, name: &str, memory: &ServiceMemory);
-    /// Records an event (JSONL, store, log). `detail` never holds a secret.
-    fn event(&self, node: Option<&str>, kind: &str, detail: serde_json::Value);
-    /// Logs an action before it starts (the action log); returns its id, if stored.
-    fn begin_action(&self, node: &str, action: &Action) -> Option<i64>;
-    /// Records how a logged action ended.
-    fn finish_action(&self, id: i64, outcome: &StepOutcome);
-    /// Whether an action on `target` (a node, or `service/NAME`) may start now. Several
-    /// replicas: only while this one holds the lease (`daemon::lease`).
-    fn may_act(&self, _target: &str) -> bool {
-        true
-    }
-}
 
 /// Everything one execution needs.
 pub struct ExecContext<'a> {
@@ -58,28 +40,6 @@ pub struct ExecContext<'a> {
     /// Stop starting steps once cancelled (graceful shutdown); the step in flight reaches its
     /// safe point (its own deadline) and its outcome is recorded.
     pub cancel: CancellationToken,
-}
-
-/// How one step ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum StepOutcome {
-    Done {
-        took_ms: u64,
-        detail: Option<String>,
-    },
-    Failed {
-        took_ms: u64,
-        error: String,
-    },
-    /// Not started: an earlier step of the node failed, or execution was cancelled.
-    Skipped,
-}
-
-impl StepOutcome {
-    pub fn is_done(&self) -> bool {
-        matches!(self, StepOutcome::Done { .. })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -211,7 +171,7 @@ async fn execute_node(
             ctx.recorder.event(
                 Some(name),
                 "action.failed",
-                json!({ "error": crate::cli::chain(&e) }),
+                json!({ "error": crate::error::chain(&e) }),
             );
             None
         }
@@ -346,7 +306,7 @@ async fn run_node_step(
             .unload(model, instance, action_timeout)
             .await
             .map(|()| StepDone { detail: None, verify: None })
-            .map_err(|e| crate::cli::chain(&e)),
+            .map_err(|e| crate::error::chain(&e)),
         Action::Settle { ms } => {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(*ms)) => done(None),
@@ -354,10 +314,9 @@ async fn run_node_step(
             }
         }
         Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-            let out =
-                command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
-                    .await
-                    .map_err(|e| crate::cli::chain(&e))?;
+            let out = run_command(ctx, command, Duration::from_millis(*timeout_ms))
+                .await
+                .map_err(|e| crate::error::chain(&e))?;
             if !out.success() {
                 return Err(format!("restart command exited with {:?}: {}", out.code, out.tail()));
             }
@@ -373,12 +332,14 @@ async fn run_node_step(
             Ok(StepDone { detail, verify: Some(v) })
         }
         Action::Pull { model, deadline_ms } => {
-            let mut last_event = std::time::Instant::now() - Duration::from_secs(10);
+            let mut last_event: Option<crate::time::Timestamp> = None;
             let recorder = ctx.recorder;
+            let clock = ctx.clock;
             let mut progress = |p: &driver::PullProgress| {
                 // At most one progress event a second.
-                if last_event.elapsed() >= Duration::from_secs(1) {
-                    last_event = std::time::Instant::now();
+                let now = clock.now();
+                if last_event.is_none_or(|t| now.since(t) >= Duration::from_secs(1)) {
+                    last_event = Some(now);
                     recorder.event(
                         Some(name),
                         "pull.progress",
@@ -390,7 +351,7 @@ async fn run_node_step(
                 .pull(model, &mut progress, Duration::from_millis(*deadline_ms))
                 .await
                 .map(|()| StepDone { detail: None, verify: None })
-                .map_err(|e| crate::cli::chain(&e))
+                .map_err(|e| crate::error::chain(&e))
         }
         Action::Cordon { reason } => {
             mem.cordons.insert(*reason);
@@ -469,25 +430,46 @@ async fn load_with_oom_retry(
                 );
                 s = s.with_context_length(half);
             }
-            Err(e) => return Err(crate::cli::chain(&e)),
+            Err(e) => return Err(crate::error::chain(&e)),
         }
     }
 }
 
-/// After a restart: poll until the node answers, up to `deadline`.
+/// Runs a manifest's command: in-process when the node registry answers it (the trajectory
+/// harness's simulated restart), else as a real process (`command::run`).
+async fn run_command(
+    ctx: &ExecContext<'_>,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<command::CommandOutput, command::CommandError> {
+    if let Some(run) = ctx.http.in_process().and_then(|p| p.command(argv)) {
+        // The same deadline as a real process's.
+        return tokio::time::timeout(timeout, run).await.map_err(|_| {
+            command::CommandError::TimedOut { program: argv[0].clone(), after: timeout }
+        });
+    }
+    command::run(argv, timeout, command::OUTPUT_CAP).await
+}
+
+/// After a restart: poll until the node answers and loads nothing more (a server started with
+/// its model, vLLM or a single-model llama-server, answers while it loads), up to `deadline`.
 async fn wait_node_ready(
     ctx: &ExecContext<'_>,
     client: &NodeClient,
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = ctx.clock.now();
     loop {
         let obs = client.observe(&[]).await;
-        if obs.reach.is_up() {
+        let loading = obs
+            .instances
+            .iter()
+            .any(|i| i.state == crate::observe::snapshot::InstanceState::Loading);
+        if obs.reach.is_up() && !loading {
             return Ok(());
         }
-        if started.elapsed() >= deadline {
+        if ctx.clock.now().since(started) >= deadline {
             let cause = match obs.reach {
                 crate::observe::snapshot::Reach::Down { cause } => cause.to_string(),
                 crate::observe::snapshot::Reach::Up => String::new(),
@@ -545,10 +527,8 @@ async fn execute_service(
         let logged = ctx.recorder.begin_action(&format!("service/{name}"), &step.action);
         let result: Result<Option<String>, String> = match &step.action {
             Action::Restart { command, timeout_ms, ready_deadline_ms } => {
-                match command::run(command, Duration::from_millis(*timeout_ms), command::OUTPUT_CAP)
-                    .await
-                {
-                    Err(e) => Err(crate::cli::chain(&e)),
+                match run_command(ctx, command, Duration::from_millis(*timeout_ms)).await {
+                    Err(e) => Err(crate::error::chain(&e)),
                     Ok(out) if !out.success() => {
                         Err(format!("restart command exited with {:?}: {}", out.code, out.tail()))
                     }
@@ -581,7 +561,7 @@ async fn execute_service(
     }
     let now = ctx.clock.now();
     if ok {
-        mem.health.heal_succeeded(now);
+        mem.health.heal_succeeded(now, cluster);
         report.heal = Some(HealResult::Verified);
     } else {
         mem.health.heal_failed(now, cluster);
@@ -602,13 +582,13 @@ async fn wait_service_ready(
     deadline: Duration,
 ) -> Result<(), String> {
     let every = poll_interval(ctx.desired);
-    let started = std::time::Instant::now();
+    let started = ctx.clock.now();
     loop {
         let obs = probe_service(spec, ctx.http, ctx.desired.cluster.probe.timeout.get()).await;
         if obs.reach.is_up() {
             return Ok(());
         }
-        if started.elapsed() >= deadline {
+        if ctx.clock.now().since(started) >= deadline {
             return Err(format!(
                 "the service did not answer {} within {}",
                 spec.probe.url,

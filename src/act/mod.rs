@@ -2,6 +2,7 @@
 //! verification (`verify`). Commands run through `crate::command`.
 
 pub mod executor;
-pub mod verify;
+/// The mini-benchmark that verifies a heal (`bench::verify`).
+pub use crate::bench::verify;
 
 pub use executor::{ExecContext, ExecutionReport, Recorder, execute};

@@ -35,7 +35,7 @@ pub enum ClientError {
 
 /// The address of the daemon that runs with `state_dir`, if it wrote one.
 pub fn daemon_addr(state_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(state_dir.join(crate::daemon::API_ADDR_FILE)).ok()?;
+    let text = std::fs::read_to_string(state_dir.join(super::API_ADDR_FILE)).ok()?;
     let addr = text.trim();
     (!addr.is_empty()).then(|| addr.to_owned())
 }

@@ -18,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Serialize;
 
-use super::{ApiError, ApiResult, query, wire};
-use crate::daemon::control::{Control, ControlError};
+use super::{ApiError, ApiResult, Backend, ControlError, query, wire};
 
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
@@ -28,8 +27,8 @@ const BATCH: usize = 200;
 /// Runs `/api/v1/history` returns at most.
 const RUNS_MAX: usize = 1000;
 
-pub async fn stream(
-    State(c): State<Control>,
+pub async fn stream<B: Backend>(
+    State(c): State<B>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -50,7 +49,7 @@ pub async fn stream(
 }
 
 /// The id of the newest event (0 when there is none).
-async fn newest(c: &Control) -> Result<i64, ApiError> {
+async fn newest<B: Backend>(c: &B) -> Result<i64, ApiError> {
     let mut after = 0;
     loop {
         let page = c.events(after, crate::api::EVENTS_MAX).await.map_err(ControlError::Store)?;
@@ -62,7 +61,7 @@ async fn newest(c: &Control) -> Result<i64, ApiError> {
     }
 }
 
-fn events(c: Control, since: i64) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn events<B: Backend>(c: B, since: i64) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     futures::stream::unfold((c, since, Vec::new()), |(c, mut after, mut queue)| async move {
         loop {
             if !queue.is_empty() {
@@ -79,7 +78,7 @@ fn events(c: Control, since: i64) -> impl Stream<Item = Result<SseEvent, Infalli
                 }
                 Ok(_) => tokio::time::sleep(POLL).await,
                 Err(e) => {
-                    tracing::warn!(error = %crate::cli::chain(&e), "the event stream cannot read the store");
+                    tracing::warn!(error = %crate::error::chain(&e), "the event stream cannot read the store");
                     tokio::time::sleep(POLL * 4).await;
                 }
             }
@@ -109,7 +108,7 @@ pub struct History {
     pub runs: Vec<RunPoint>,
 }
 
-pub async fn history(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult {
+pub async fn history<B: Backend>(State(c): State<B>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query(raw, &["node", "limit"])?;
     let limit: usize = super::number(&q, "limit", 200, "a count")?;
     let runs = c

@@ -19,8 +19,10 @@
 //! refused (403, saying how to configure one); a missing or wrong token is 401. Every error is
 //! JSON (`wire::ErrorBody`); bodies are capped at [`BODY_LIMIT`].
 //!
-//! This module speaks HTTP only: what each endpoint does is `daemon::control::Control`'s, and
-//! what the JSON looks like is `wire`'s.
+//! This module speaks HTTP only: what each endpoint does is the [`Backend`]'s (the daemon's
+//! `daemon::control::Control` implements it, handing over plain data: `crate::status` types,
+//! acknowledgements, the routes document), and what the JSON looks like is `wire`'s. It imports
+//! nothing of the daemon.
 
 pub mod client;
 mod events_sse;
@@ -37,8 +39,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 
-use crate::daemon::control::{Auth, Control, ControlError};
-use crate::daemon::status::Phase;
+use crate::status::{CordonAck, HeartbeatAck, Phase, StatusSnapshot};
+use crate::store::{Event, StoreError};
 
 /// Largest request body accepted (a heartbeat or a cordon reason is a few hundred bytes).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -47,27 +49,137 @@ pub const EVENTS_MAX: usize = 1000;
 /// Most recent actions per node in the status.
 pub const ACTIONS_MAX: usize = 100;
 
+/// The file in the state directory that holds the API's bound address (`127.0.0.1:9464`) while
+/// the daemon runs: `homeostat status` and tests read it.
+pub const API_ADDR_FILE: &str = "api.addr";
+/// The content type of `/metrics` in OpenMetrics.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of `/metrics` in the text exposition format 0.0.4.
+pub const METRICS_CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition format of one scrape of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    OpenMetrics,
+    /// The Prometheus text exposition format 0.0.4.
+    Text,
+}
+
+impl MetricsFormat {
+    /// The format the `Accept` header asks for: OpenMetrics when it lists
+    /// `application/openmetrics-text` with a non-zero quality (as Prometheus does), else text.
+    pub fn negotiate(accept: Option<&str>) -> MetricsFormat {
+        let wants_openmetrics = accept.unwrap_or("").split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+        });
+        if wants_openmetrics { MetricsFormat::OpenMetrics } else { MetricsFormat::Text }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::OpenMetrics => METRICS_CONTENT_TYPE,
+            MetricsFormat::Text => METRICS_CONTENT_TYPE_TEXT,
+        }
+    }
+}
+
+/// What the API asks of the daemon (`daemon::control::Control`). Each answer is plain data.
+pub trait Backend: Clone + Send + Sync + 'static {
+    fn phase(&self) -> Phase;
+    /// Ready once every node and service has been observed at least once.
+    fn ready(&self) -> bool;
+    /// The Prometheus exposition in `format`.
+    fn metrics(&self, format: MetricsFormat) -> String;
+    /// The newest `limit` benchmark and arena runs (of `node`, or of every node), oldest first.
+    fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::bench::history::RunRecord>, StoreError>> + Send;
+    /// The effective routing table, as `routes.json` shows it.
+    fn routes(&self) -> serde_json::Value;
+    /// Everything `/api/v1/status` shows, with the last `actions` actions of each node.
+    fn status(&self, actions: usize) -> impl Future<Output = StatusSnapshot> + Send;
+    /// Events after `since` (an event id), oldest first, at most `limit`.
+    fn events(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// The verdict on a mutating request's `Authorization` header.
+    fn authorize(&self, header: Option<&str>) -> Auth;
+    /// Records a heartbeat of `node` now.
+    fn heartbeat(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<HeartbeatAck, ControlError>> + Send;
+    /// Takes `node` out of routing until uncordoned.
+    fn cordon(
+        &self,
+        node: &str,
+        reason: Option<String>,
+    ) -> impl Future<Output = Result<CordonAck, ControlError>> + Send;
+    /// Puts `node` back into routing (as far as the manual cordon goes).
+    fn uncordon(
+        &self,
+        node: &str,
+        reason: Option<String>,
+    ) -> impl Future<Output = Result<CordonAck, ControlError>> + Send;
+    /// Asks for a reload of the manifests (as SIGHUP does).
+    fn reload(&self);
+}
+
+/// Why a request cannot be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no node named {0} in the manifests in effect")]
+    UnknownNode(String),
+    #[error("the state store failed")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The verdict on a mutating request's `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Allowed,
+    /// No token is configured: mutating endpoints are refused.
+    NotConfigured,
+    /// A token is configured but cannot be read (the reason names the reference only).
+    Unreadable(String),
+    /// No `Authorization: Bearer ...` header.
+    Missing,
+    /// A bearer token that is not the configured one.
+    Wrong,
+}
+
 /// The API's routes over a running daemon.
-pub fn router(control: Control) -> Router {
+pub fn router<B: Backend>(backend: B) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/routes", get(routes))
-        .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat))
-        .route("/api/v1/nodes/{name}/cordon", post(cordon))
-        .route("/api/v1/nodes/{name}/uncordon", post(uncordon))
-        .route("/api/v1/reload", post(reload))
+        .route("/healthz", get(healthz::<B>))
+        .route("/readyz", get(readyz::<B>))
+        .route("/metrics", get(metrics::<B>))
+        .route("/api/v1/status", get(status::<B>))
+        .route("/api/v1/events", get(events::<B>))
+        .route("/api/v1/routes", get(routes::<B>))
+        .route("/api/v1/nodes/{name}/heartbeat", post(heartbeat::<B>))
+        .route("/api/v1/nodes/{name}/cordon", post(cordon::<B>))
+        .route("/api/v1/nodes/{name}/uncordon", post(uncordon::<B>))
+        .route("/api/v1/reload", post(reload::<B>))
         .route("/", get(ui::index))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/app.css", get(ui::style))
-        .route("/api/v1/events/stream", get(events_sse::stream))
-        .route("/api/v1/history", get(events_sse::history))
+        .route("/api/v1/events/stream", get(events_sse::stream::<B>))
+        .route("/api/v1/history", get(events_sse::history::<B>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(control)
+        .with_state(backend)
 }
 
 /// An error answer.
@@ -104,7 +216,7 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
             }
             ControlError::Store(s) => {
-                tracing::error!(error = %crate::cli::chain(&s), "API request failed on the store");
+                tracing::error!(error = %crate::error::chain(&s), "API request failed on the store");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -157,13 +269,13 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn healthz(State(c): State<Control>) -> Response {
+async fn healthz<B: Backend>(State(c): State<B>) -> Response {
     let phase = c.phase();
     let status = if phase == Phase::Stopping { "stopping" } else { "ok" };
     json(&wire::Health { status: status.into(), phase: phase_str(phase) })
 }
 
-async fn readyz(State(c): State<Control>) -> Response {
+async fn readyz<B: Backend>(State(c): State<B>) -> Response {
     let phase = c.phase();
     let ready = c.ready() && phase != Phase::Stopping;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -175,10 +287,9 @@ fn phase_str(p: Phase) -> String {
 }
 
 /// OpenMetrics when the `Accept` header asks for it, else the text format 0.0.4.
-async fn metrics(State(c): State<Control>, headers: HeaderMap) -> Response {
-    use crate::daemon::metrics::Format;
+async fn metrics<B: Backend>(State(c): State<B>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::negotiate(accept);
+    let format = MetricsFormat::negotiate(accept);
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
@@ -218,14 +329,14 @@ fn number<T: std::str::FromStr>(
     }
 }
 
-async fn status(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn status<B: Backend>(State(c): State<B>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query(raw, &["actions"])?;
     let actions: usize = number(&q, "actions", 5, "a number of actions per node")?;
     let snap = c.status(actions.min(ACTIONS_MAX)).await;
     Ok(json(&wire::Status::from_snapshot(&snap)))
 }
 
-async fn events(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn events<B: Backend>(State(c): State<B>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query(raw, &["since", "limit"])?;
     let since: i64 = number(&q, "since", 0, "an event id (0 for the first)")?;
     let limit: usize = number(&q, "limit", 100, "a count")?;
@@ -236,7 +347,7 @@ async fn events(State(c): State<Control>, RawQuery(raw): RawQuery) -> ApiResult 
     Ok(json(&wire::Events::from_events(&list, since)))
 }
 
-async fn routes(State(c): State<Control>) -> ApiResult {
+async fn routes<B: Backend>(State(c): State<B>) -> ApiResult {
     if !c.ready() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -244,11 +355,11 @@ async fn routes(State(c): State<Control>) -> ApiResult {
             "not ready: the routing table is published once every node has been observed",
         ));
     }
-    Ok(json(&wire::routes(&c.routes())))
+    Ok(json(&c.routes()))
 }
 
 /// Checks the bearer token of a mutating request.
-fn authorize(c: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorize(c: &impl Backend, headers: &HeaderMap) -> Result<(), ApiError> {
     let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match c.authorize(header) {
         Auth::Allowed => Ok(()),
@@ -329,8 +440,8 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json:
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
-async fn heartbeat(
-    State(c): State<Control>,
+async fn heartbeat<B: Backend>(
+    State(c): State<B>,
     NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
@@ -361,8 +472,8 @@ async fn cordon_body(headers: &HeaderMap, body: Body) -> Result<wire::CordonRequ
     }
 }
 
-async fn cordon(
-    State(c): State<Control>,
+async fn cordon<B: Backend>(
+    State(c): State<B>,
     NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
@@ -373,8 +484,8 @@ async fn cordon(
     Ok(json(&wire::CordonReply::from(ack)))
 }
 
-async fn uncordon(
-    State(c): State<Control>,
+async fn uncordon<B: Backend>(
+    State(c): State<B>,
     NodeName(name): NodeName,
     headers: HeaderMap,
     body: Body,
@@ -385,7 +496,7 @@ async fn uncordon(
     Ok(json(&wire::CordonReply::from(ack)))
 }
 
-async fn reload(State(c): State<Control>, headers: HeaderMap) -> ApiResult {
+async fn reload<B: Backend>(State(c): State<B>, headers: HeaderMap) -> ApiResult {
     authorize(&c, &headers)?;
     c.reload();
     Ok((StatusCode::ACCEPTED, axum::Json(wire::ReloadReply { requested: true })).into_response())

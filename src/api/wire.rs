@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::control::{CordonAck, HeartbeatAck};
-use crate::daemon::shared::Routes;
-use crate::daemon::status::{LastPass, NodeSnapshot, ServiceSnapshot, StatusSnapshot, TaskStatus};
 use crate::observe::snapshot::{InstanceState, Reach};
 use crate::plan::render::action_line;
 use crate::plan::step::Action;
+use crate::status::{
+    CordonAck, HeartbeatAck, LastPass, NodeSnapshot, ServiceSnapshot, StatusSnapshot, TaskStatus,
+};
 use crate::store::{ActionRecord, Event};
 use crate::time::Timestamp;
 
@@ -608,11 +608,6 @@ impl Events {
                 .collect(),
         }
     }
-}
-
-/// The routes document (`routes.json`'s shape).
-pub fn routes(r: &Routes) -> serde_json::Value {
-    crate::daemon::pass::routes_document(r.at, &r.table)
 }
 
 impl From<HeartbeatAck> for HeartbeatReply {

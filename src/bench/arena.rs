@@ -44,12 +44,12 @@ use super::candidate::config_of;
 use super::history::{Assessment, Champion, RunKind, RunRecord};
 use super::node::{BenchEnv, BenchError, apply_assessment, client_for, events, pick_suite};
 use super::run::{Progress, RunOptions, run_suite};
-use crate::act::executor::Recorder;
-use crate::act::verify::{NodeTarget, VerifyReport, verify_model};
+use crate::bench::verify::{NodeTarget, VerifyReport, verify_model};
 use crate::observe::driver::{self, NodeClient};
 use crate::observe::snapshot::{InstanceState, Reach};
 use crate::plan::memory::{ArenaMark, CordonReason, ModelConfig, NodeMemory};
 use crate::plan::{PlanInput, plan};
+use crate::record::Recorder;
 use crate::store::StoreError;
 
 /// One round of the arena.
@@ -292,7 +292,7 @@ pub async fn run_arena(
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(lease / 3) => {
                     if let Err(e) = held.renew(lease).await {
-                        tracing::error!(node, error = %crate::cli::chain(&e), "cannot renew the arena's lease");
+                        tracing::error!(node, error = %crate::error::chain(&e), "cannot renew the arena's lease");
                     }
                 }
             }
@@ -403,7 +403,7 @@ async fn publish_routes(env: &BenchEnv<'_>, state_dir: &Path) {
     let memory = match env.store(|s| s.load_memory()).await {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(error = %crate::cli::chain(&e), "cannot read remembered state; routes.json not updated");
+            tracing::warn!(error = %crate::error::chain(&e), "cannot read remembered state; routes.json not updated");
             return;
         }
     };
@@ -421,7 +421,7 @@ async fn publish_routes(env: &BenchEnv<'_>, state_dir: &Path) {
         focus: None,
         known: None,
     });
-    crate::daemon::pass::write_routes(state_dir, &out.plan, &env.recorder());
+    crate::record::write_routes(state_dir, &out.plan, &env.recorder());
 }
 
 /// The measured part of a round.
@@ -522,7 +522,7 @@ impl Round<'_, '_> {
             if let Err(e) = self.client.unload(&inst.model, &inst.id, heal.load_timeout.get()).await
             {
                 played.verdict = Verdict::CandidateFailed {
-                    why: format!("cannot unload {}: {}", inst.model, crate::cli::chain(&e)),
+                    why: format!("cannot unload {}: {}", inst.model, crate::error::chain(&e)),
                 };
                 return Ok(played);
             }
@@ -543,7 +543,11 @@ impl Round<'_, '_> {
         };
         if let Err(e) = loaded {
             played.verdict = Verdict::CandidateFailed {
-                why: format!("{} failed to load: {}", self.candidate.model, crate::cli::chain(&e)),
+                why: format!(
+                    "{} failed to load: {}",
+                    self.candidate.model,
+                    crate::error::chain(&e)
+                ),
             };
             return Ok(played);
         }
@@ -577,7 +581,7 @@ impl Round<'_, '_> {
             if let Err(e) = self.client.unload(&inst.model, &inst.id, heal.load_timeout.get()).await
             {
                 return Restore::Failed {
-                    error: format!("cannot unload {}: {}", inst.model, crate::cli::chain(&e)),
+                    error: format!("cannot unload {}: {}", inst.model, crate::error::chain(&e)),
                 };
             }
             unloaded = true;
@@ -597,7 +601,7 @@ impl Round<'_, '_> {
                 return Restore::Failed {
                     error: format!(
                         "cannot load the champion {champion}: {}",
-                        crate::cli::chain(&e)
+                        crate::error::chain(&e)
                     ),
                 };
             }

@@ -8,6 +8,8 @@
 //!   verification verdict, the regression rule.
 //! - `run`: runs a suite through a [`run::ChatTarget`] (the boundary with the backend drivers),
 //!   with warm-ups, cycles, timeouts and cancellation.
+//! - `verify`: the post-heal verification against a node (the executor runs it; `act::verify`
+//!   names it too).
 //! - `history` (pure): run records, champions, keep-last-N, series, trends, the regression
 //!   assessment of a node, sparklines.
 //! - `schedule` (pure, plus one store read): when a node's benchmark is due.
@@ -32,4 +34,7 @@ pub mod node;
 pub mod plot;
 pub mod run;
 pub mod schedule;
+// Pure: see clippy.toml.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod score;
+pub mod verify;

@@ -20,15 +20,15 @@ use super::history::{Assessment, RunKind, RunRecord, assess, series, sparkline};
 use super::run::{Progress, RunOptions, run_suite};
 use super::schedule::BenchDue;
 use super::score::{CompiledSuite, ScoreError};
-use crate::act::executor::Recorder;
-use crate::act::verify::NodeTarget;
-use crate::daemon::pass::StoreRecorder;
+use crate::bench::verify::NodeTarget;
 use crate::desired::{DesiredState, NodeSpec, Severity};
 use crate::observe::driver::{DriverError, NodeClient};
 use crate::observe::http::Http;
 use crate::observe::snapshot::{InstanceState, NodeObservation, Reach};
 use crate::plan::Alert;
 use crate::plan::memory::{LoadSettings, ModelConfig, NodeMemory};
+use crate::record::Recorder;
+use crate::record::StoreRecorder;
 use crate::store::{StateStore, StoreError, kinds};
 use crate::time::{Clock, Timestamp};
 

@@ -5,21 +5,15 @@
 //! Pure: the caller reads the store and the clock ([`due_for_node`] does both reads for the
 //! daemon) and runs the benchmark (`bench::node::run_for_node`) when [`due`] says so.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::history::RunKind;
 use crate::desired::{Dur, NodeBenchmark};
 use crate::store::{StateStore, StoreError};
 use crate::time::Timestamp;
 
-/// A benchmark asked for ahead of the schedule (stored per node).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BenchDue {
-    /// Not before this.
-    pub at: Timestamp,
-    /// Why, for people (`regression of qwen/qwen3-8b: confirm or clear`).
-    pub reason: String,
-}
+/// A benchmark asked for ahead of the schedule: a store record (`store::BenchDue`).
+pub use crate::store::BenchDue;
 
 /// Why a benchmark is due now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

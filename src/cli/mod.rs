@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The error-chain formatter (`crate::error::chain`), for the subcommands' `super::chain`.
+pub use crate::error::chain;
+
 mod arena;
 mod bench;
 mod completions;
@@ -266,25 +269,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", crate::cli::chain(e.as_ref()));
+            eprintln!("error: {}", chain(e.as_ref()));
             ExitCode::from(exit::ERROR)
         }
     }
-}
-
-/// `a: b: c` from an error and its sources (each printed once).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
 }
 
 /// Log level on stderr: `-q` errors only; by default the long-running commands (the daemon,

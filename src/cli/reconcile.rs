@@ -7,6 +7,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{GlobalArgs, Output, exit};
+
+/// How long `reconcile --once` waits for its notices to be delivered before it exits.
+const ONCE_DELIVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::desired::DesiredState;
 use crate::observe::http::{Http, HttpConfig};
 use crate::observe::snapshot::{NodeObservation, Observation, ServiceObservation};
@@ -83,7 +86,14 @@ pub fn run(g: &GlobalArgs, a: ReconcileArgs) -> anyhow::Result<u8> {
             let mut config = crate::daemon::DaemonConfig::new(g.manifests.clone(), g.state_dir());
             config.listen = a.listen;
             config.options.postgres = pg_store(&a.store, a.lease_ttl.0)?;
-            runtime.block_on(crate::daemon::run_until_signalled(config))
+            match runtime.block_on(crate::daemon::run_until_signalled(config)) {
+                Ok(()) => Ok(super::exit::OK),
+                Err(e @ crate::daemon::DaemonError::Locked(_)) => {
+                    eprintln!("homeostat: {}; not starting a second daemon", super::chain(&e));
+                    Ok(super::exit::LOCKED)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }
@@ -184,6 +194,14 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
         let _ = store.append_event(ev);
     }
     let http = http_client()?;
+    let (notifications, unusable) = crate::notify::Notifications::start(
+        &desired.notifiers,
+        crate::daemon::persist::load_notify_state(&state_dir),
+        crate::notify::DeliveryConfig::default(),
+    )?;
+    for e in unusable {
+        eprintln!("homeostat: a notifier cannot be used: {}", super::chain(&e));
+    }
     let env = crate::daemon::pass::PassEnv {
         desired: &desired,
         http: &http,
@@ -192,8 +210,12 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
         state_dir: &state_dir,
         correlation,
         cancel: tokio_util::sync::CancellationToken::new(),
+        notifications: &notifications,
     };
     let report = crate::daemon::pass::run_pass(&env).await?;
+    // The notices of this run are delivered before it exits (bounded: a dead receiver costs
+    // at most the grace period; the state already says what was decided).
+    notifications.shutdown(ONCE_DELIVERY_GRACE).await;
     match output {
         Output::Json | Output::Yaml => {
             super::print_doc(output, &super::document("PassReport", &report)?)?
@@ -201,7 +223,11 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
         Output::Table => print_text(&once_text(&report)),
     }
     drop(lock);
-    Ok(if report.unhealthy.is_empty() { exit::OK } else { exit::UNHEALTHY })
+    Ok(if report.unhealthy.is_empty() && report.critical_open.is_empty() {
+        exit::OK
+    } else {
+        exit::UNHEALTHY
+    })
 }
 
 /// What `--once` prints: per node what was done and how it ended, then a summary.

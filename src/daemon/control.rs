@@ -10,58 +10,16 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::shared::{ApiToken, Routes, Shared, Target};
-use super::status::{Activation, NodeSnapshot, Phase, ServiceSnapshot, StatusSnapshot};
-use crate::plan::memory::CordonReason;
+pub use crate::api::{Auth, ControlError};
+use crate::status::{
+    Activation, CordonAck, HeartbeatAck, NodeSnapshot, Phase, ServiceSnapshot, StatusSnapshot,
+};
 use crate::store::{Event, EventId, StoreError};
-use crate::time::Timestamp;
 
 /// A handle on the running daemon for the API. Cheap to clone.
 #[derive(Clone)]
 pub struct Control {
     sh: Arc<Shared>,
-}
-
-/// Why a request cannot be carried out.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("no node named {0} in the manifests in effect")]
-    UnknownNode(String),
-    #[error("the state store failed")]
-    Store(#[from] StoreError),
-}
-
-/// The verdict on a mutating request's `Authorization` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    Allowed,
-    /// No token is configured: mutating endpoints are refused.
-    NotConfigured,
-    /// A token is configured but cannot be read (the reason names the reference only).
-    Unreadable(String),
-    /// No `Authorization: Bearer ...` header.
-    Missing,
-    /// A bearer token that is not the configured one.
-    Wrong,
-}
-
-/// A recorded heartbeat.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeartbeatAck {
-    pub node: String,
-    pub at: Timestamp,
-    /// The node's heartbeat timeout, if its manifest declares heartbeats.
-    pub timeout_ms: Option<u64>,
-    /// The node looked dead, so its task was woken to re-check it now.
-    pub woke: bool,
-}
-
-/// A node's cordon state after a cordon or uncordon.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CordonAck {
-    pub node: String,
-    pub cordoned: bool,
-    /// Every reason the node is out of routing now (manual, thermal, offline, arena).
-    pub reasons: Vec<CordonReason>,
 }
 
 impl Control {
@@ -225,7 +183,7 @@ impl Control {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %crate::cli::chain(&e),
+                Err(e) => tracing::warn!(error = %crate::error::chain(&e),
                     "cannot read recent actions for the status"),
             }
         }
@@ -238,7 +196,7 @@ impl Control {
         let table = match tokio::task::spawn_blocking(move || store.lease_table()).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => {
-                tracing::warn!(error = %crate::cli::chain(&e), "cannot read the lease table for the status");
+                tracing::warn!(error = %crate::error::chain(&e), "cannot read the lease table for the status");
                 return;
             }
             Err(e) => {
@@ -397,6 +355,55 @@ impl Control {
     /// Asks for a reload of the manifests (as SIGHUP does).
     pub fn reload(&self) {
         self.sh.reload.wake(super::reload::Trigger::Api);
+    }
+}
+
+/// The API's view of the daemon: each method hands over plain data.
+impl crate::api::Backend for Control {
+    fn phase(&self) -> Phase {
+        Control::phase(self)
+    }
+    fn ready(&self) -> bool {
+        Control::ready(self)
+    }
+    fn metrics(&self, format: crate::api::MetricsFormat) -> String {
+        Control::metrics(self, format)
+    }
+    async fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::bench::history::RunRecord>, StoreError> {
+        Control::runs(self, node, limit).await
+    }
+    fn routes(&self) -> serde_json::Value {
+        let r = Control::routes(self);
+        crate::plan::routing::routes_document(r.at, &r.table)
+    }
+    async fn status(&self, actions: usize) -> StatusSnapshot {
+        Control::status(self, actions).await
+    }
+    async fn events(&self, since: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        Control::events(self, since, limit).await
+    }
+    fn authorize(&self, header: Option<&str>) -> Auth {
+        Control::authorize(self, header)
+    }
+    async fn heartbeat(&self, node: &str) -> Result<HeartbeatAck, ControlError> {
+        Control::heartbeat(self, node).await
+    }
+    async fn cordon(&self, node: &str, reason: Option<String>) -> Result<CordonAck, ControlError> {
+        Control::cordon(self, node, reason).await
+    }
+    async fn uncordon(
+        &self,
+        node: &str,
+        reason: Option<String>,
+    ) -> Result<CordonAck, ControlError> {
+        Control::uncordon(self, node, reason).await
+    }
+    fn reload(&self) {
+        Control::reload(self)
     }
 }
 

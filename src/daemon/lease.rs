@@ -29,6 +29,15 @@ pub struct Leases {
     leader_since: Mutex<Option<std::time::Instant>>,
 }
 
+impl crate::record::Fences for Leases {
+    fn fence(&self, node: &str) -> Option<Fence> {
+        Leases::fence(self, node)
+    }
+    fn leader(&self) -> Option<Fence> {
+        Leases::leader(self)
+    }
+}
+
 impl Leases {
     pub fn new(store: Arc<dyn LeaseStore>) -> Self {
         Leases { store, current: Mutex::new(None), leader_since: Mutex::new(None) }
@@ -93,7 +102,7 @@ impl Leases {
         let set = match refreshed {
             Ok(Ok(set)) => set,
             Ok(Err(e)) => {
-                tracing::warn!(error = %crate::cli::chain(&e),
+                tracing::warn!(error = %crate::error::chain(&e),
                     "cannot renew the node leases; acting only until they lapse");
                 return;
             }
@@ -153,7 +162,7 @@ impl Leases {
         let memory = match loaded {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %crate::cli::chain(&e),
+                tracing::warn!(error = %crate::error::chain(&e),
                     "cannot read the other replicas' node states; the routing table may lag");
                 return;
             }
@@ -239,7 +248,7 @@ impl Leases {
                     }
                 }
             }
-            Err(e) => tracing::warn!(node, error = %crate::cli::chain(&e),
+            Err(e) => tracing::warn!(node, error = %crate::error::chain(&e),
                 "cannot take over the node's remembered state"),
         }
         let wake = sh

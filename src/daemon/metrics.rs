@@ -26,43 +26,7 @@ use crate::notify::DeliveryStats;
 use crate::observe::snapshot::{NodeObservation, Reach};
 use crate::plan::step::Action;
 
-/// The content type of `/metrics` in OpenMetrics.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The content type of `/metrics` in the text exposition format 0.0.4.
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The exposition format of one scrape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    OpenMetrics,
-    /// The Prometheus text exposition format 0.0.4.
-    Text,
-}
-
-impl Format {
-    /// The format the `Accept` header asks for: OpenMetrics when it lists
-    /// `application/openmetrics-text` with a non-zero quality (as Prometheus does), else text.
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let wants_openmetrics = accept.unwrap_or("").split(',').any(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("");
-            let q = parts
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
-                .unwrap_or(1.0);
-            media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
-        });
-        if wants_openmetrics { Format::OpenMetrics } else { Format::Text }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::OpenMetrics => CONTENT_TYPE,
-            Format::Text => CONTENT_TYPE_TEXT,
-        }
-    }
-}
+pub use crate::api::MetricsFormat as Format;
 
 /// What a scrape reads from the daemon's view (not kept between scrapes).
 #[derive(Debug, Clone, Default)]

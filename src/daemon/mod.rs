@@ -32,7 +32,8 @@ pub mod pass;
 pub mod persist;
 pub mod reload;
 pub mod shared;
-pub mod status;
+/// The daemon's status as plain data (`crate::status`, which the API reads too).
+pub use crate::status;
 pub mod worker;
 
 use std::collections::BTreeSet;
@@ -55,9 +56,7 @@ use crate::time::{Clock, SteadyClock};
 use shared::{Paths, Shared, Target, View};
 use status::{ManifestStatus, Phase};
 
-/// The file in the state directory that holds the API's bound address (`127.0.0.1:9464`) while
-/// the daemon runs: `homeostat status` and tests read it.
-pub const API_ADDR_FILE: &str = "api.addr";
+pub use crate::api::API_ADDR_FILE;
 
 /// Tunables with defaults for production; tests shrink them.
 #[derive(Debug, Clone)]
@@ -274,7 +273,7 @@ pub async fn run(
         opts.delivery.clone(),
     )?;
     for e in unusable {
-        tracing::warn!(error = %crate::cli::chain(&e), "a notifier cannot be used");
+        tracing::warn!(error = %crate::error::chain(&e), "a notifier cannot be used");
     }
     let http = Http::new(&opts.http)?;
 
@@ -406,14 +405,14 @@ pub async fn run(
         let flushed =
             crate::store::blocking(store.clone(), move |s| s.save_memory_fenced(&held, &memory));
         if let Err(e) = flushed.await {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot flush the remembered state");
+            tracing::error!(error = %crate::error::chain(&e), "cannot flush the remembered state");
         }
     }
     // The other replicas take the nodes over at once instead of after the lease TTL.
     let leases = lease_store.clone();
     match tokio::task::spawn_blocking(move || leases.release_all()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %crate::cli::chain(&e), "cannot release the leases"),
+        Ok(Err(e)) => tracing::warn!(error = %crate::error::chain(&e), "cannot release the leases"),
         Err(e) => tracing::warn!(error = %e, "cannot release the leases"),
     }
     persist_stop.cancel();
@@ -443,7 +442,7 @@ async fn prune(store: Arc<dyn StateStore>, stop: CancellationToken) {
                 tracing::info!(events = p.events, actions = p.actions, "old history pruned")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %crate::cli::chain(&e), "cannot prune old history"),
+            Err(e) => tracing::warn!(error = %crate::error::chain(&e), "cannot prune old history"),
         }
         tokio::select! {
             () = tokio::time::sleep(PRUNE_EVERY) => {}
@@ -476,16 +475,10 @@ pub async fn terminate_signal() {
     }
 }
 
-/// The daemon as the binary runs it: SIGHUP reloads, SIGTERM/SIGINT stop. Returns the exit code
-/// (0 after a graceful shutdown; 4 when another run holds the lock).
-pub async fn run_until_signalled(mut config: DaemonConfig) -> anyhow::Result<u8> {
+/// The daemon as the binary runs it: SIGHUP reloads, SIGTERM/SIGINT stop. `Ok` after a graceful
+/// shutdown; `cli` maps the error to an exit code (`DaemonError::Locked`: another run holds the
+/// lock).
+pub async fn run_until_signalled(mut config: DaemonConfig) -> Result<(), DaemonError> {
     config.options.sighup = true;
-    match run(config, terminate_signal()).await {
-        Ok(()) => Ok(crate::cli::exit::OK),
-        Err(e @ DaemonError::Locked(_)) => {
-            eprintln!("homeostat: {}; not starting a second daemon", crate::cli::chain(&e));
-            Ok(crate::cli::exit::LOCKED)
-        }
-        Err(e) => Err(e.into()),
-    }
+    run(config, terminate_signal()).await
 }

@@ -5,31 +5,30 @@
 //! re-plans from scratch, so a restart, a crash or a missed event is never a special case.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::act::executor::{
-    ExecContext, ExecutionReport, HealResult, Recorder, StepOutcome, execute,
-};
+use crate::act::executor::{ExecContext, ExecutionReport, HealResult, Recorder, execute};
+use crate::daemon::persist::NOTIFY_STATE_FILE;
+use crate::daemon::shared::CLUSTER_SCOPE;
 use crate::desired::DesiredState;
+use crate::desired::Severity;
+use crate::notify::{Notice, Notifications};
 use crate::observe::http::Http;
 use crate::observe::snapshot::Observation;
 use crate::plan::diagnose::Problem;
-use crate::plan::memory::{Memory, NodeMemory, ServiceMemory};
-use crate::plan::routing::RoutingTable;
-use crate::plan::step::{Action, Plan};
+use crate::plan::memory::{Memory, NodeMemory};
+use crate::plan::step::Plan;
 use crate::plan::{PlanInput, plan};
-use crate::store::{
-    ActionEnd, ActionId, ActionStatus, Appended, NewAction, NewEvent, StateStore, StoreError, kinds,
-};
+use crate::store::{StateStore, StoreError, kinds};
 use crate::time::{Clock, Timestamp};
 
-/// The routing table, written atomically after every pass for other tools (R5).
-pub const ROUTES_FILE: &str = "routes.json";
+pub use crate::plan::routing::routes_document;
+pub use crate::record::{ROUTES_FILE, StoreRecorder, write_routes};
 
 /// What a pass needs.
 pub struct PassEnv<'a> {
@@ -41,6 +40,10 @@ pub struct PassEnv<'a> {
     /// Correlation id of this pass (in every event and action).
     pub correlation: String,
     pub cancel: CancellationToken,
+    /// De-duplication and delivery of alerts, as the daemon's: one notice per condition (and
+    /// per `renotifyAfter`), its state persisted in `notify-state.json` so that `--once` from
+    /// cron notifies exactly like the daemon.
+    pub notifications: &'a Notifications,
 }
 
 /// What a pass did.
@@ -53,6 +56,10 @@ pub struct PassReport {
     pub execution: ExecutionReport,
     /// Nodes and services still unhealthy after the pass (for `--once`'s exit code).
     pub unhealthy: Vec<String>,
+    /// What the notifiers were sent in this pass (firing, reminders, recoveries).
+    pub notices: Vec<Notice>,
+    /// Critical alerts open after the pass (their keys): `--once` exits 3 while any is.
+    pub critical_open: Vec<String>,
 }
 
 /// Why a pass could not run at all (the store is unusable).
@@ -103,7 +110,7 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
     });
     let recorder = StoreRecorder::new(store.clone(), env.clock, &env.correlation);
 
-    record_transitions(&recorder, &memory, &out.memory, &out.plan);
+    record_transitions(&recorder, &memory, &out.memory);
     let mut memory = out.memory;
     memory.cluster.active_alerts = out.plan.all_alerts().map(|a| a.key.clone()).collect();
     let saved = memory.clone();
@@ -129,6 +136,15 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         plan.routing = crate::plan::routing_after_execution(env.desired, &memory, &plan, &verified);
     }
     write_routes(env.state_dir, &plan, &recorder);
+    let notices = notify_pass(env, &recorder, &plan, now);
+    let critical_open = env
+        .notifications
+        .state()
+        .active
+        .values()
+        .filter(|a| a.alert.severity == Severity::Critical)
+        .map(|a| a.alert.key.clone())
+        .collect();
     let unhealthy = still_unhealthy(&plan, &execution);
     Ok(PassReport {
         correlation: env.correlation.clone(),
@@ -137,7 +153,72 @@ pub async fn run_pass(env: &PassEnv<'_>) -> Result<PassReport, PassError> {
         plan,
         execution,
         unhealthy,
+        notices,
+        critical_open,
     })
+}
+
+/// The pass's alerts through the notifications, under the daemon's scopes (`node/NAME`,
+/// `service/NAME`, `cluster`), so that the daemon and `--once` share one de-duplication state:
+/// `alert` / `alert.resolved` events for what opened and cleared, the notices queued, the state
+/// written to `notify-state.json`. Returns the notices.
+fn notify_pass(
+    env: &PassEnv<'_>,
+    recorder: &StoreRecorder<'_>,
+    plan: &Plan,
+    now: Timestamp,
+) -> Vec<Notice> {
+    let n = env.notifications;
+    let mut decisions = Vec::new();
+    for (name, np) in &plan.nodes {
+        decisions.push(n.observe_scope(&format!("node/{name}"), np.alerts.iter(), now));
+    }
+    for (name, sp) in &plan.services {
+        decisions.push(n.observe_scope(&format!("service/{name}"), sp.alerts.iter(), now));
+    }
+    decisions.push(n.observe_scope(CLUSTER_SCOPE, plan.alerts.iter(), now));
+    // Conditions of nodes and services removed from the manifests end with them.
+    let gone: BTreeSet<String> = n
+        .state()
+        .active
+        .values()
+        .map(|a| a.scope.clone())
+        .filter(|scope| match scope.split_once('/') {
+            Some(("node", name)) => !env.desired.nodes.contains_key(name),
+            Some(("service", name)) => !env.desired.services.contains_key(name),
+            _ => false,
+        })
+        .collect();
+    for scope in gone {
+        decisions.push(n.observe_scope(&scope, std::iter::empty(), now));
+    }
+    let mut notices = Vec::new();
+    for d in &decisions {
+        n.send(d);
+        for a in &d.opened {
+            recorder.event(a.node.as_deref(), kinds::ALERT, json!(a));
+        }
+        for r in &d.resolved {
+            recorder.event(
+                r.alert.node.as_deref(),
+                "alert.resolved",
+                json!({ "key": r.alert.key, "since": r.since, "summary": r.alert.summary }),
+            );
+        }
+        notices.extend(d.notices.iter().cloned());
+    }
+    if decisions.iter().any(|d| !d.is_empty()) {
+        let path = env.state_dir.join(NOTIFY_STATE_FILE);
+        let text = serde_json::to_vec_pretty(&n.state()).unwrap_or_default();
+        if let Err(e) = crate::store::state_dir::write_private_atomic(&path, &text) {
+            recorder.event(
+                None,
+                "notify-state.write-failed",
+                json!({ "path": path.display().to_string(), "error": e.to_string() }),
+            );
+        }
+    }
+    notices
 }
 
 /// Runs a store call on a blocking thread.
@@ -173,20 +254,11 @@ fn still_unhealthy(plan: &Plan, execution: &ExecutionReport) -> Vec<String> {
 }
 
 /// Events for what changed between the remembered state and this pass's view: lifecycle and
-/// breaker transitions, alerts that appeared or cleared.
-fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory, plan: &Plan) {
+/// breaker transitions (alerts are the notifications' decisions: `notify_pass`).
+fn record_transitions(recorder: &StoreRecorder<'_>, before: &Memory, after: &Memory) {
     for (name, m) in &after.nodes {
         let old = before.nodes.get(name).cloned().unwrap_or_default();
         record_node_transitions(recorder, name, &old, m);
-    }
-    let now_active: BTreeSet<String> = plan.all_alerts().map(|a| a.key.clone()).collect();
-    for alert in plan.all_alerts() {
-        if !before.cluster.active_alerts.contains(&alert.key) {
-            recorder.event(alert.node.as_deref(), kinds::ALERT, json!(alert));
-        }
-    }
-    for key in before.cluster.active_alerts.difference(&now_active) {
-        recorder.event(None, "alert.resolved", json!({ "key": key }));
     }
 }
 
@@ -205,188 +277,20 @@ pub fn record_node_transitions(
             json!({ "from": before.health.lifecycle, "to": after.health.lifecycle, "problem": after.health.problem }),
         );
     }
+    if before.rolled_back.is_none()
+        && let (Some(failed), Some(lkg)) = (&after.rolled_back, &after.last_known_good)
+    {
+        recorder.event(
+            Some(name),
+            "rollback",
+            json!({ "from": failed.model, "to": lkg.model, "reason": "failed verification" }),
+        );
+    }
     if before.health.breaker != after.health.breaker {
         recorder.event(
             Some(name),
             "breaker.changed",
             json!({ "from": before.health.breaker, "to": after.health.breaker }),
         );
-    }
-}
-
-/// The routing table as `routes.json` and `GET /api/v1/routes` show it.
-pub fn routes_document(at: Timestamp, routing: &RoutingTable) -> serde_json::Value {
-    json!({
-        "apiVersion": crate::desired::API_VERSION,
-        "kind": "Routes",
-        "at": at.rfc3339(),
-        "categories": routing.categories,
-    })
-}
-
-/// Writes `routes.json` atomically (0600) for other tools.
-pub fn write_routes(state_dir: &Path, plan: &Plan, recorder: &StoreRecorder<'_>) {
-    let path: PathBuf = state_dir.join(ROUTES_FILE);
-    let body = routes_document(plan.at, &plan.routing);
-    let text = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    if let Err(e) = crate::store::state_dir::write_private_atomic(&path, &text) {
-        recorder.event(
-            None,
-            "routes.write-failed",
-            json!({ "path": path.display().to_string(), "error": e.to_string() }),
-        );
-    }
-}
-
-/// The executor's `Recorder` over the store: memory rows, events and the action log. A store
-/// error never stops the pass: it is logged (and the journal failure raised as an event once).
-pub struct StoreRecorder<'a> {
-    store: Arc<dyn StateStore>,
-    clock: &'a dyn Clock,
-    correlation: String,
-    /// The daemon's leases: every write about a node carries its lease's fence (services and
-    /// cluster-wide events the leader's), and a write whose lease is not held is not made.
-    leases: Option<Arc<crate::daemon::lease::Leases>>,
-}
-
-impl<'a> StoreRecorder<'a> {
-    pub fn new(store: Arc<dyn StateStore>, clock: &'a dyn Clock, correlation: &str) -> Self {
-        StoreRecorder { store, clock, correlation: correlation.to_owned(), leases: None }
-    }
-
-    /// Fences every write with the lease it is about (the daemon; see `daemon::lease`).
-    pub fn with_leases(mut self, leases: Arc<crate::daemon::lease::Leases>) -> Self {
-        self.leases = Some(leases);
-        self
-    }
-
-    /// The fence for a write about `target` (a node, `service/NAME`, or None: cluster-wide).
-    /// `Err(())` when the write must not be made (lease not held); `Ok(None)`: unfenced.
-    #[allow(clippy::result_unit_err)]
-    fn fence_for(&self, target: Option<&str>) -> Result<Option<crate::store::Fence>, ()> {
-        let Some(l) = &self.leases else { return Ok(None) };
-        let fence = match target {
-            Some(t) if !t.starts_with("service/") => l.fence(t).or_else(|| l.leader()),
-            _ => l.leader(),
-        };
-        match fence {
-            Some(f) => Ok(Some(f)),
-            None => {
-                tracing::warn!(
-                    target = target.unwrap_or("cluster"),
-                    "lease not held: the write is not made"
-                );
-                Err(())
-            }
-        }
-    }
-
-    /// Runs a blocking store call from async code: on a multi-threaded runtime the worker is
-    /// handed over (`block_in_place`), elsewhere (tests' current-thread runtime) it runs inline.
-    fn call<T>(&self, f: impl FnOnce(&dyn StateStore) -> T) -> T {
-        let store = &*self.store;
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| f(store))
-            }
-            _ => f(store),
-        }
-    }
-}
-
-impl Recorder for StoreRecorder<'_> {
-    fn save_node(&self, name: &str, memory: &NodeMemory) {
-        let saved = match self.fence_for(Some(name)) {
-            Err(()) => return,
-            Ok(Some(f)) if f.node() == Some(name) => self.call(|s| s.save_node_fenced(&f, memory)),
-            Ok(Some(_)) => return,
-            Ok(None) => self.call(|s| s.save_node(name, memory)),
-        };
-        if let Err(e) = saved {
-            tracing::error!(node = name, error = %crate::cli::chain(&e), "cannot save the node's state");
-        }
-    }
-
-    fn save_service(&self, name: &str, memory: &ServiceMemory) {
-        let saved = match self.fence_for(None) {
-            Err(()) => return,
-            Ok(Some(f)) => self.call(|s| s.save_service_fenced(&f, name, memory)),
-            Ok(None) => self.call(|s| s.save_service(name, memory)),
-        };
-        if let Err(e) = saved {
-            tracing::error!(service = name, error = %crate::cli::chain(&e), "cannot save the service's state");
-        }
-    }
-
-    fn event(&self, node: Option<&str>, kind: &str, detail: serde_json::Value) {
-        let ev = NewEvent::new(self.clock.now(), node, kind, detail, &self.correlation);
-        let appended = match self.fence_for(node) {
-            Err(()) => return,
-            Ok(Some(f)) => self.call(|s| s.append_event_fenced(&f, ev)),
-            Ok(None) => self.call(|s| s.append_event(ev)),
-        };
-        match appended {
-            Ok(Appended::Recorded(_)) => {}
-            Ok(Appended::JournalFailed { error, newly, .. }) => {
-                if newly {
-                    let detail = json!({ "error": crate::cli::chain(&error) });
-                    let ev = NewEvent::new(
-                        self.clock.now(),
-                        None,
-                        kinds::JOURNAL_FAILED,
-                        detail,
-                        &self.correlation,
-                    );
-                    let _ = self.call(|s| s.append_event(ev));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::cli::chain(&e), kind, "cannot store an event")
-            }
-        }
-    }
-
-    fn begin_action(&self, node: &str, action: &Action) -> Option<i64> {
-        let new = NewAction {
-            node: node.to_owned(),
-            action: serde_json::to_value(action).unwrap_or_default(),
-            correlation: self.correlation.clone(),
-            started: self.clock.now(),
-        };
-        let begun = match self.fence_for(Some(node)) {
-            Err(()) => return None,
-            Ok(Some(f)) if f.is_leader() && !node.starts_with("service/") => return None,
-            Ok(Some(f)) => self.call(|s| s.begin_action_fenced(&f, &new)),
-            Ok(None) => self.call(|s| s.begin_action(&new)),
-        };
-        match begun {
-            Ok(id) => Some(id.0),
-            Err(e) => {
-                tracing::error!(node, error = %crate::cli::chain(&e), "cannot log the action");
-                None
-            }
-        }
-    }
-
-    fn finish_action(&self, id: i64, outcome: &StepOutcome) {
-        let status = match outcome {
-            StepOutcome::Done { .. } => ActionStatus::Succeeded,
-            StepOutcome::Failed { .. } => ActionStatus::Failed,
-            StepOutcome::Skipped => ActionStatus::Cancelled,
-        };
-        let end = ActionEnd {
-            status,
-            detail: serde_json::to_value(outcome).unwrap_or_default(),
-            ended: self.clock.now(),
-        };
-        if let Err(e) = self.call(|s| s.finish_action(ActionId(id), &end)) {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot finish the logged action");
-        }
-    }
-
-    fn may_act(&self, target: &str) -> bool {
-        self.fence_for(Some(target)).is_ok_and(|f| {
-            f.is_none_or(|f| f.node() == Some(target) || target.starts_with("service/"))
-        })
     }
 }

@@ -287,7 +287,7 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     })
     .await
     {
-        tracing::error!(error = %crate::cli::chain(&e), "cannot forget the removed nodes' state");
+        tracing::error!(error = %crate::error::chain(&e), "cannot forget the removed nodes' state");
     }
     for n in &nodes.removed {
         sh.metrics.forget_node(n);
@@ -298,7 +298,7 @@ async fn apply(sh: &Arc<Shared>, loaded: Loaded, trigger: Trigger) {
     }
 
     for e in sh.notifications.reconfigure(&new.notifiers) {
-        tracing::warn!(error = %crate::cli::chain(&e), "a notifier cannot be used");
+        tracing::warn!(error = %crate::error::chain(&e), "a notifier cannot be used");
     }
     *sh.token.lock().expect("token lock poisoned") =
         ApiToken::resolve(new.cluster.api.token_from.as_ref());
@@ -378,7 +378,7 @@ pub async fn event(sh: &Shared, node: Option<&str>, kind: &str, detail: serde_js
     let store = sh.store.clone();
     match crate::store::blocking(store, move |s| s.append_event(ev)).await {
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %crate::cli::chain(&e), kind, "cannot store an event"),
+        Err(e) => tracing::error!(error = %crate::error::chain(&e), kind, "cannot store an event"),
     }
 }
 

@@ -104,7 +104,7 @@ impl ApiToken {
             Some(r) => match crate::secret::resolve(r) {
                 Ok(s) if !s.expose().is_empty() => ApiToken::Ready(s),
                 Ok(_) => ApiToken::Unreadable(format!("{r} is empty")),
-                Err(e) => ApiToken::Unreadable(crate::cli::chain(&e)),
+                Err(e) => ApiToken::Unreadable(crate::error::chain(&e)),
             },
         }
     }

@@ -308,7 +308,7 @@ async fn bench_next(
             crate::bench::schedule::next_due(schedule, last, requested.as_ref())
         }
         Err(e) => {
-            tracing::warn!(node = name, error = %crate::cli::chain(&e),
+            tracing::warn!(node = name, error = %crate::error::chain(&e),
                 "cannot read the benchmark history; the schedule alone decides");
             crate::bench::schedule::next_due(schedule, None, None)
         }
@@ -347,7 +347,7 @@ async fn run_bench(sh: &Shared, name: &str, stop: &CancellationToken) -> bool {
     let nb = match result {
         Ok(nb) => nb,
         Err(e) => {
-            tracing::warn!(node = name, error = %crate::cli::chain(&e),
+            tracing::warn!(node = name, error = %crate::error::chain(&e),
                 "the scheduled benchmark could not run");
             return false;
         }
@@ -584,7 +584,7 @@ async fn node_pass_inner(
         let store = sh.store.clone();
         let saved = crate::store::blocking(store, move |s| s.save_cluster_fenced(&leader, &c));
         if let Err(e) = saved.await {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot save the cluster's state");
+            tracing::error!(error = %crate::error::chain(&e), "cannot save the cluster's state");
         }
     }
 
@@ -812,7 +812,7 @@ async fn save(sh: &Shared, name: &str, m: &NodeMemory) {
     };
     let (store, m) = (sh.store.clone(), m.clone());
     if let Err(e) = crate::store::blocking(store, move |s| s.save_node_fenced(&fence, &m)).await {
-        tracing::error!(node = name, error = %crate::cli::chain(&e), "cannot save the node's state");
+        tracing::error!(node = name, error = %crate::error::chain(&e), "cannot save the node's state");
     }
 }
 
@@ -821,7 +821,7 @@ async fn save_svc(sh: &Shared, name: &str, m: &crate::plan::memory::ServiceMemor
     let (store, n, m) = (sh.store.clone(), name.to_owned(), m.clone());
     let saved = crate::store::blocking(store, move |s| s.save_service_fenced(&leader, &n, &m));
     if let Err(e) = saved.await {
-        tracing::error!(service = name, error = %crate::cli::chain(&e), "cannot save the service's state");
+        tracing::error!(service = name, error = %crate::error::chain(&e), "cannot save the service's state");
     }
 }
 
@@ -860,7 +860,7 @@ pub async fn notify(
         let store = sh.store.clone();
         let saved = crate::store::blocking(store, move |s| s.save_cluster_fenced(&leader, &c));
         if let Err(e) = saved.await {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot save the cluster's state");
+            tracing::error!(error = %crate::error::chain(&e), "cannot save the cluster's state");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Every default number of REQUIREMENTS.md, in one place. The manifest types' `Default` impls,
+//! Every default number of docs/requirements.md, in one place. The manifest types' `Default` impls,
 //! the generated JSON Schemas and `--help` all read from here.
 
 use super::units::{ByteSize, Celsius, Dur, Fraction};

@@ -18,14 +18,23 @@
 //! `load_dir` proves the manifests were valid. The YAML is the source of truth; nothing here
 //! writes to it.
 
+// The manifest types and their validation are pure (see clippy.toml); `load` reads the
+// manifest files and `schema` writes the JSON Schemas.
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod defaults;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod diagnostic;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 mod hygiene;
 mod load;
 pub mod schema;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod types;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod units;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 mod validate;
+#[forbid(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod yaml;
 
 use std::collections::BTreeMap;

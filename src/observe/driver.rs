@@ -344,6 +344,15 @@ pub enum NodeClient {
     /// vLLM and any other OpenAI-compatible server.
     OpenAi(openai::OpenAi),
     LlamaCpp(llamacpp::LlamaCpp),
+    /// A node reached in-process (`observe::in_process`; the trajectory harness).
+    InProcess(InProcessClient),
+}
+
+/// A node reached in-process, with the endpoint its callers read (timeout, poll interval).
+#[derive(Debug, Clone)]
+pub struct InProcessClient {
+    node: std::sync::Arc<dyn super::in_process::InProcessNode>,
+    ep: Endpoint,
 }
 
 impl NodeClient {
@@ -357,6 +366,9 @@ impl NodeClient {
             None => None,
         };
         let ep = Endpoint::new(http, &spec.url, token, timeout);
+        if let Some(node) = http.in_process().and_then(|p| p.node(&spec.url)) {
+            return Ok(NodeClient::InProcess(InProcessClient { node, ep }));
+        }
         Ok(NodeClient::from_endpoint(spec.backend, ep, DesiredNames::of(spec)))
     }
 
@@ -377,6 +389,7 @@ impl NodeClient {
             NodeClient::Ollama(_) => Backend::Ollama,
             NodeClient::OpenAi(c) => c.backend(),
             NodeClient::LlamaCpp(_) => Backend::Llamacpp,
+            NodeClient::InProcess(c) => c.node.backend(),
         }
     }
 
@@ -386,6 +399,7 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.endpoint(),
             NodeClient::OpenAi(c) => c.endpoint(),
             NodeClient::LlamaCpp(c) => c.endpoint(),
+            NodeClient::InProcess(c) => &c.ep,
         }
     }
 
@@ -396,6 +410,7 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.endpoint_mut().poll_interval = every,
             NodeClient::OpenAi(c) => c.endpoint_mut().poll_interval = every,
             NodeClient::LlamaCpp(c) => c.endpoint_mut().poll_interval = every,
+            NodeClient::InProcess(c) => c.ep.poll_interval = every,
         }
         self
     }
@@ -412,6 +427,14 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.observe().await,
             NodeClient::OpenAi(c) => c.observe().await,
             NodeClient::LlamaCpp(c) => c.observe().await,
+            // Canaries included: the in-process node knows which of its models are loaded.
+            NodeClient::InProcess(c) => {
+                let mut obs = c.node.observe(canaries, c.ep.timeout).await;
+                if !obs.reach.is_up() {
+                    obs.failed_attempts = 1;
+                }
+                return obs;
+            }
         };
         if !obs.reach.is_up() {
             obs.failed_attempts = 1;
@@ -456,6 +479,9 @@ impl NodeClient {
             NodeClient::LlamaCpp(c) => {
                 (inst.id.as_str(), c.chat_no_autoload(&inst.id, CANARY_PROMPT, 1, timeout).await)
             }
+            NodeClient::InProcess(c) => {
+                (inst.model.as_str(), c.node.chat(&inst.model, CANARY_PROMPT, 1, timeout).await)
+            }
         };
         match result {
             Ok(reply) => match &reply.model_answered {
@@ -483,6 +509,7 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.load(settings, timeout).await,
             NodeClient::OpenAi(c) => c.load(settings, timeout).await,
             NodeClient::LlamaCpp(c) => c.load(settings, timeout).await,
+            NodeClient::InProcess(c) => c.node.load(settings, timeout).await,
         }
     }
 
@@ -500,6 +527,7 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.unload(instance_id, timeout).await,
             NodeClient::OpenAi(c) => c.unload(model, timeout).await,
             NodeClient::LlamaCpp(c) => c.unload(instance_id, timeout).await,
+            NodeClient::InProcess(c) => c.node.unload(model, instance_id).await,
         }
     }
 
@@ -517,6 +545,7 @@ impl NodeClient {
             NodeClient::Ollama(c) => c.chat(model, prompt, max_tokens, timeout).await,
             NodeClient::OpenAi(c) => c.chat(model, prompt, max_tokens, timeout).await,
             NodeClient::LlamaCpp(c) => c.chat(model, prompt, max_tokens, timeout).await,
+            NodeClient::InProcess(c) => c.node.chat(model, prompt, max_tokens, timeout).await,
         }
     }
 
@@ -537,6 +566,7 @@ impl NodeClient {
             NodeClient::LlamaCpp(_) => {
                 Err(DriverError::Unsupported { backend: Backend::Llamacpp, op: "pull models" })
             }
+            NodeClient::InProcess(c) => c.node.pull(model).await,
         }
     }
 
@@ -549,6 +579,7 @@ impl NodeClient {
             NodeClient::Ollama(_) => ollama::same_model(a, b),
             NodeClient::OpenAi(_) => a == b,
             NodeClient::LlamaCpp(_) => llamacpp::same_model(a, b),
+            NodeClient::InProcess(c) => c.node.same_model(a, b),
         }
     }
 }

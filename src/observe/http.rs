@@ -63,6 +63,8 @@ pub struct HttpInitError(#[source] reqwest::Error);
 pub struct Http {
     client: reqwest::Client,
     body_cap: u64,
+    /// Nodes reached in-process (the trajectory harness); `None` in production.
+    in_process: Option<std::sync::Arc<dyn super::in_process::InProcessNodes>>,
 }
 
 /// One complete answer: status, headers and the whole (capped) body.
@@ -114,7 +116,7 @@ impl Http {
             .user_agent(concat!("homeostat/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(HttpInitError)?;
-        Ok(Http { client, body_cap: cfg.body_cap })
+        Ok(Http { client, body_cap: cfg.body_cap, in_process: None })
     }
 
     /// The body cap in bytes.
@@ -124,7 +126,20 @@ impl Http {
 
     /// The same connection pool with another body cap (e.g. a larger one for a big `/metrics`).
     pub fn with_body_cap(&self, body_cap: u64) -> Http {
-        Http { client: self.client.clone(), body_cap }
+        Http { client: self.client.clone(), body_cap, in_process: self.in_process.clone() }
+    }
+
+    /// The same pool, with nodes reached in-process first (see `observe::in_process`).
+    pub fn with_in_process(
+        &self,
+        nodes: std::sync::Arc<dyn super::in_process::InProcessNodes>,
+    ) -> Http {
+        Http { in_process: Some(nodes), ..self.clone() }
+    }
+
+    /// The in-process registry, if one is attached.
+    pub fn in_process(&self) -> Option<&dyn super::in_process::InProcessNodes> {
+        self.in_process.as_deref()
     }
 
     /// `GET url`.

@@ -8,7 +8,7 @@
 //!   (`DesiredState::probe_timeout`); a node that hangs stops at its first request, so it costs
 //!   its own timeout, not the pass's.
 //! - **One retry.** An attempt has *failed* when the node is unreachable, or when
-//!   `plan::diagnose::node_problems` finds a failure in it (a resident model missing, a failed
+//!   `observe::diagnose::node_problems` finds a failure in it (a resident model missing, a failed
 //!   canary, ...). A failed attempt is retried once after `cluster.probe.retry_delay`, within the
 //!   same observation; the retry's result is what the observation keeps, and
 //!   `failed_attempts` says how it went (see `NodeObservation::failed_attempts`: 0 healthy at
@@ -28,12 +28,12 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 
 use crate::desired::{DesiredState, NodeSpec, ServiceSpec};
+use crate::observe::diagnose::node_problems;
 use crate::observe::driver::NodeClient;
 use crate::observe::http::{self, Http};
 use crate::observe::service::probe_service;
 use crate::observe::snapshot::{NodeObservation, Observation, ProbeFailure, ServiceObservation};
 use crate::observe::telemetry;
-use crate::plan::diagnose::node_problems;
 use crate::time::Timestamp;
 
 /// The context length a `(node, model)` is expected to run with when it differs from the
@@ -114,7 +114,7 @@ pub async fn observe_node_once(
     let canaries = canary_models(desired, spec);
     let (mut obs, telemetry) =
         tokio::join!(client.observe(&canaries), read_telemetry(desired, spec, http));
-    obs.telemetry = telemetry;
+    keep_telemetry(&mut obs, spec, telemetry);
     obs.failed_attempts = u32::from(attempt_failed(name, spec, &obs, overrides));
     obs
 }
@@ -164,6 +164,18 @@ fn client_for(
     })
 }
 
+/// The node's telemetry source's reading, when the manifest names one; else what the client
+/// itself observed (nothing over HTTP; the model's own gauges for an in-process node).
+fn keep_telemetry(
+    obs: &mut NodeObservation,
+    spec: &NodeSpec,
+    telemetry: crate::observe::snapshot::Telemetry,
+) {
+    if spec.telemetry.is_some() {
+        obs.telemetry = telemetry;
+    }
+}
+
 async fn read_telemetry(
     desired: &DesiredState,
     spec: &NodeSpec,
@@ -194,7 +206,7 @@ async fn observe_node_gated(
     };
     if !attempt_failed(name, spec, &first, overrides) {
         first.failed_attempts = 0;
-        first.telemetry = telemetry;
+        keep_telemetry(&mut first, spec, telemetry);
         return first;
     }
     tracing::debug!(node = name, reach = ?first.reach, "probe failed; retrying once after the retry delay");
@@ -204,7 +216,7 @@ async fn observe_node_gated(
         client.observe(&canaries).await
     };
     second.failed_attempts = if attempt_failed(name, spec, &second, overrides) { 2 } else { 0 };
-    second.telemetry = telemetry;
+    keep_telemetry(&mut second, spec, telemetry);
     tracing::debug!(node = name, reach = ?second.reach, failed_attempts = second.failed_attempts, "retry done");
     second
 }

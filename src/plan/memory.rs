@@ -62,6 +62,14 @@ pub struct HealthMemory {
     /// Since when the node has been healthy without interruption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_since: Option<Timestamp>,
+    /// Heals of this episode that verified: with attempts exhausted, the problem came back
+    /// after each of them (a crash loop), which the escalation says.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verified_heals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Load settings of a model, as sent to the backend (LM Studio REST names in camelCase here).
@@ -216,13 +224,23 @@ impl HealthMemory {
 
     /// A heal succeeded: the breaker closes and the episode ends. Attempts are kept until the
     /// node has stayed healthy for a stable period (crash loops keep counting).
-    pub fn heal_succeeded(&mut self, now: Timestamp) {
+    /// A heal that verified. The episode is not over: a problem that comes back within the
+    /// backoff window is a crash loop, so the next heal still waits the backoff of the attempts
+    /// so far (R3: verified or not); the episode ends once the node has been healthy for the
+    /// reset window (`update_counters` in the planner).
+    pub fn heal_succeeded(&mut self, now: Timestamp, cluster: &ClusterSpec) {
         self.breaker.record_success();
         self.lifecycle = Lifecycle::Healthy;
         self.consecutive_failures = 0;
         self.detected_at = None;
         self.problem = None;
-        self.next_heal_at = None;
+        self.verified_heals = self.verified_heals.saturating_add(1);
+        let delay = backoff_delay(
+            self.heal_attempts,
+            cluster.heal.backoff_initial.get(),
+            cluster.heal.backoff_max.get(),
+        );
+        self.next_heal_at = Some(now + delay);
         self.healthy_since = Some(now);
     }
 
@@ -258,7 +276,7 @@ impl NodeMemory {
                 if let Some(c) = config {
                     self.last_known_good = Some(c);
                 }
-                self.health.heal_succeeded(now);
+                self.health.heal_succeeded(now, cluster);
                 self.cordons.remove(&CordonReason::Offline);
             }
             HealEnd::Failed { verification_failed } => {

@@ -2,7 +2,9 @@
 //! supplies `now`. When something cannot be done yet, the reason is recorded as a held step
 //! rather than returned as an error.
 
-pub mod diagnose;
+/// What is wrong with a node (`observe::diagnose`, where the observer's retry decision reads it
+/// without climbing up to the planner).
+pub use crate::observe::diagnose;
 pub mod memory;
 pub mod routing;
 pub mod step;

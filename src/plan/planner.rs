@@ -148,7 +148,7 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
         let eff = effective_spec(spec, m);
         let problems = diagnose_with_memory(desired, &eff, obs, m, now);
         m.health.hold_after_interrupted_heal(cluster);
-        update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
+        update_counters(&mut m.health, &problems, cluster, now);
         if let Some(t) = obs.telemetry.gpu_temp_c {
             m.last_temp_c = Some(t);
         }
@@ -188,7 +188,10 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutput {
             continue;
         };
         let m = mem.nodes.entry(name.to_owned()).or_default();
-        let np = plan_node(desired, name, spec, obs, m, problems, mass, now);
+        // The rules aim for what the node should run now: after a rollback, its last-known-good
+        // primary (the diagnosis above saw the same).
+        let eff = effective_spec(spec, m);
+        let np = plan_node(desired, name, &eff, obs, m, problems, mass, now);
         plan.nodes.insert(name.to_owned(), np);
     }
 
@@ -352,17 +355,27 @@ fn diagnose_with_memory(
 fn update_counters(
     h: &mut HealthMemory,
     problems: &[Problem],
-    failed_attempts: u32,
     cluster: &ClusterSpec,
     now: Timestamp,
 ) {
     h.last_check = Some(now);
+    if let Some(p) = problems.iter().find(|p| matches!(p, Problem::Misconfigured { .. })) {
+        // homeostat itself cannot probe the node as configured (its token does not resolve):
+        // not the node's fault, so no failure is counted and nothing is healed, but it is never
+        // reported healthy either: `unknown`, its own state in status, metrics and routing.
+        h.lifecycle = Lifecycle::Unknown;
+        h.healthy_since = None;
+        h.problem = Some(p.to_string());
+        return;
+    }
     let failing = problems.iter().find(|p| p.is_failure());
     let actionable_drift = problems
         .iter()
         .any(|p| matches!(p, Problem::SettingsDrift { .. } | Problem::NotAvailable { .. }));
     if let Some(p) = failing {
-        h.consecutive_failures = h.consecutive_failures.saturating_add(failed_attempts.max(1));
+        // One observation is one failure, whatever retries happened inside it (the observer's
+        // retry only decides whether this observation failed).
+        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         h.healthy_since = None;
         h.problem = Some(p.to_string());
         if h.consecutive_failures >= cluster.heal.failure_threshold {
@@ -391,6 +404,7 @@ fn update_counters(
     // A crash loop keeps its attempt count; a node stable for the longest backoff starts over.
     if h.heal_attempts > 0 && now.since(since) >= cluster.heal.backoff_max.get() {
         h.heal_attempts = 0;
+        h.verified_heals = 0;
         h.next_heal_at = None;
     }
 }
@@ -476,6 +490,20 @@ fn plan_node(
             "running last-known-good {}: the desired {} failed verification or lost to it in the arena; edit the manifest to change this",
             lkg.model, rb.model
         ));
+        // A state the node stays in (R3): said once, open until the manifest changes.
+        np.alerts.push(Alert {
+            key: format!("node/{name}/rolled-back"),
+            severity: Severity::Warning,
+            node: Some(name.to_owned()),
+            summary: format!(
+                "{name} rolled back to last-known-good {}: {} failed verification; it is not tried again until the manifest changes",
+                lkg.model, rb.model
+            ),
+            suggestions: vec![format!(
+                "fix or replace {} in the manifest; homeostat tries the new configuration then",
+                rb.model
+            )],
+        });
     }
 
     // Rule 3: thermal. Cordoning only changes our routing table, so it is allowed at any
@@ -505,13 +533,21 @@ fn plan_node(
             ),
         });
     }
-    if let Some(t) = hands_off {
+    // The alert outlives a pass without a reading (the exporter unreachable): the GPU is not
+    // known to have cooled, so the condition is not resolved (R8); the hold needs a reading.
+    let unread_hot = temp
+        .is_none()
+        .then_some(m.last_temp_c)
+        .flatten()
+        .filter(|t| *t >= cluster.thermal.hands_off_at.0);
+    if let Some(t) = hands_off.or(unread_hot) {
+        let seen = if hands_off.is_some() { "at" } else { "last read at" };
         np.alerts.push(Alert {
             key: format!("node/{name}/hands-off"),
             severity: Severity::Critical,
             node: Some(name.to_owned()),
             summary: format!(
-                "{name}: GPU at {t} °C ≥ {} °C: no healing action until it cools",
+                "{name}: GPU {seen} {t} °C ≥ {} °C: no healing action until it cools",
                 cluster.thermal.hands_off_at.0
             ),
             suggestions: vec![
@@ -545,7 +581,7 @@ fn plan_node(
             hold_reason(cluster, m, &heal, failing, hands_off, too_hot, arena_until, mass, now)
         });
         if matches!(hold, Some(HoldReason::AttemptsExhausted { .. })) {
-            go_offline(name, m, &mut np, now, cluster);
+            go_offline(m, &mut np, now, cluster);
         }
         if let Some(HoldReason::NoRemedy { why }) = &hold
             && failing
@@ -570,6 +606,26 @@ fn plan_node(
                 )],
             });
         }
+        if let Some(HoldReason::WouldExceedVram { need, free }) = &hold
+            && failing
+            && m.health.consecutive_failures >= cluster.heal.failure_threshold
+        {
+            // Blocked for good unless something is unloaded: the operator must know.
+            np.alerts.push(Alert {
+                key: format!("node/{name}/no-room"),
+                severity: Severity::Critical,
+                node: Some(name.to_owned()),
+                summary: format!(
+                    "{name}: the heal needs {} of VRAM (model + headroom) and {} is free: nothing is loaded until room is made",
+                    crate::desired::ByteSize(*need).human(),
+                    crate::desired::ByteSize(*free).human()
+                ),
+                suggestions: vec![
+                    format!("unload what {name} runs that the manifests do not list, or set `prune: whenNeeded` on the Node"),
+                    "or lower the model's contextLength, or give the node a smaller model".into(),
+                ],
+            });
+        }
         np.target = heal.target;
         match hold {
             None => {
@@ -590,6 +646,11 @@ fn plan_node(
     } else if let Some(until) = arena_until {
         np.notes.push(format!("a model tournament holds this node until {until}"));
     }
+
+    // Rule 5b: the escalation, one condition from the node going offline (or its breaker
+    // opening) until it is healthy again: the same alert through half-open trials and held
+    // steps, so it is notified once, not at every trial.
+    escalate(name, m, &mut np, failing, cluster, now);
 
     // Rule 6: swap, disk, GPU errors, orphans.
     let node_hold = hands_off
@@ -692,8 +753,13 @@ fn hold_reason(
     let half_open = h.breaker.view(now) == BreakerView::HalfOpen;
     // A rollback is the last safe configuration, planned once per failed configuration: it is
     // not refused because the failed configuration used up the attempts.
+    // Nor by the breaker or the backoff: going back to what was known to work is not a retry of
+    // what fails (the safety holds above still apply).
     let rollback = heal.intent == Intent::Rollback;
-    if h.heal_attempts >= cluster.heal.max_attempts && !half_open && !rollback {
+    if rollback {
+        return None;
+    }
+    if h.heal_attempts >= cluster.heal.max_attempts && !half_open {
         return Some(HoldReason::AttemptsExhausted { attempts: h.heal_attempts });
     }
     if !h.breaker.admits(now) {
@@ -712,14 +778,8 @@ fn hold_reason(
     None
 }
 
-/// Attempts exhausted: offline, out of routing, breaker open, one critical alert.
-fn go_offline(
-    name: &str,
-    m: &mut NodeMemory,
-    np: &mut NodePlan,
-    now: Timestamp,
-    cluster: &ClusterSpec,
-) {
+/// Attempts exhausted: offline, out of routing, breaker open (the alert is `escalate`'s).
+fn go_offline(m: &mut NodeMemory, np: &mut NodePlan, now: Timestamp, cluster: &ClusterSpec) {
     m.health.lifecycle = Lifecycle::Offline;
     if m.health.breaker.view(now) == BreakerView::Closed {
         m.health.breaker.trip(now, cluster.breaker.cool_down.get());
@@ -727,21 +787,67 @@ fn go_offline(
     if !m.cordons.contains(&CordonReason::Offline) {
         np.steps.push(Step {
             action: Action::Cordon { reason: CordonReason::Offline },
-            reason: format!(
-                "{} heal attempts failed: node offline, traffic fails over",
-                m.health.heal_attempts
-            ),
+            reason: format!("{}: node offline, traffic fails over", attempts_text(&m.health)),
         });
     }
+}
+
+/// What the attempts of this episode came to, in words: a crash loop when heals verified and
+/// the problem came back each time.
+fn attempts_text(h: &crate::plan::memory::HealthMemory) -> String {
+    if h.verified_heals > 0 {
+        format!(
+            "crash loop: the problem came back after {} verified heal(s), {} attempts in all",
+            h.verified_heals, h.heal_attempts
+        )
+    } else {
+        format!("{} heal attempts failed", h.heal_attempts)
+    }
+}
+
+/// The node's escalation (critical, key `node/NAME/offline`): while it is offline, or failing
+/// with its breaker open or half-open. The key stays the same through the breaker's trials, so
+/// the condition is notified once and resolved once the node is healthy again (R8).
+///
+/// An episode that exhausted its attempts stays escalated until it ends (the node healthy for
+/// the reset window): a breaker trial that heals a crash loop for a moment does not resolve it.
+fn escalate(
+    name: &str,
+    m: &NodeMemory,
+    np: &mut NodePlan,
+    failing: bool,
+    cluster: &ClusterSpec,
+    now: Timestamp,
+) {
+    let h = &m.health;
+    let breaker = h.breaker.view(now);
+    let offline = h.lifecycle == Lifecycle::Offline;
+    let exhausted = h.heal_attempts >= cluster.heal.max_attempts;
+    if !(offline || exhausted || (failing && breaker != BreakerView::Closed)) {
+        return;
+    }
+    let problem = h.problem.as_deref().unwrap_or("unknown problem");
+    let summary = if offline {
+        format!(
+            "{name} is offline ({}; {problem}); next trial after the breaker cool-down",
+            attempts_text(h)
+        )
+    } else if failing {
+        format!(
+            "{name}: the breaker is open after repeated failed heals ({problem}); no restarts until its cool-down"
+        )
+    } else {
+        format!(
+            "{name} answers again after {}; the escalation stays open until it has been healthy for {}",
+            attempts_text(h),
+            cluster.heal.backoff_max
+        )
+    };
     np.alerts.push(Alert {
         key: format!("node/{name}/offline"),
         severity: Severity::Critical,
         node: Some(name.to_owned()),
-        summary: format!(
-            "{name} is offline after {} heal attempts ({}); next trial after the breaker cool-down",
-            m.health.heal_attempts,
-            m.health.problem.as_deref().unwrap_or("unknown problem")
-        ),
+        summary,
         suggestions: vec![
             format!(
                 "look at the node's own logs; `homeostat status` shows the recent actions on {name}"
@@ -792,6 +898,25 @@ fn choose_heal(
                 return None;
             }
         });
+    }
+
+    // A rollback in force whose failed model is still loaded (the rollback was held, or VRAM
+    // let both stay): finish it, the failed model unloaded and the last-known-good verified.
+    if let (Some(rb), Some(lkg)) = (m.rolled_back.clone(), m.last_known_good.clone())
+        && rb.model != lkg.model
+        && obs.instances.iter().any(|i| i.model == rb.model)
+    {
+        let steps = obs
+            .instances
+            .iter()
+            .filter(|i| i.model == rb.model)
+            .map(|i| unload_step(&i.model, &i.id, "the configuration that failed verification"))
+            .collect();
+        let why = format!("rolled back: {} failed verification; serve {}", rb.model, lkg.model);
+        let load = LoadPlan { config: lkg, pinned: true, why, verify: true };
+        let mut heal = load_heal(desired, spec, obs, Intent::Rollback, steps, vec![load]);
+        heal.urgency = Urgency::FollowUp;
+        return Some(heal);
     }
 
     // Rollback after repeated failed verifications of the desired primary configuration.
@@ -1034,13 +1159,13 @@ fn restart_heal(
             }
         }
     }
-    // Verify the primary if it must be loaded; an on-demand primary is loaded by its first
-    // request, and the restart is proven by the node answering again.
+    // Verify the primary if it must be loaded (a restart heal is verified like a load; on a
+    // backend that serves what it was started with, the restart step waits until it is
+    // loaded); an on-demand primary is loaded by its first request, and the restart is proven
+    // by the node answering again.
     let target =
         spec.models.first().filter(|_| spec.is_resident(0)).map(|p| desired_config(p, None));
-    if let Some(t) = &target
-        && backend_loads(spec.backend)
-    {
+    if let Some(t) = &target {
         steps.push(verify_step(desired, &t.model));
     }
     Heal { intent: Intent::Restart, steps, target, blocked: None, urgency: Urgency::Failure }
@@ -1356,7 +1481,7 @@ fn plan_service(
         Reach::Up => Vec::new(),
         Reach::Down { cause } => vec![Problem::Unreachable { cause: cause.clone() }],
     };
-    update_counters(&mut m.health, &problems, obs.failed_attempts, cluster, now);
+    update_counters(&mut m.health, &problems, cluster, now);
     let mut sp = ServicePlan {
         lifecycle: m.health.lifecycle,
         breaker: m.health.breaker.view(now),

@@ -48,6 +48,16 @@ pub struct Excluded {
     pub why: String,
 }
 
+/// The routing table as `routes.json` and `GET /api/v1/routes` show it.
+pub fn routes_document(at: crate::time::Timestamp, routing: &RoutingTable) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": crate::desired::API_VERSION,
+        "kind": "Routes",
+        "at": at.rfc3339(),
+        "categories": routing.categories,
+    })
+}
+
 /// Whether a node may receive traffic, and with which weight factor (1.0, or less when
 /// degraded), or why not.
 pub type Eligibility = Result<f64, String>;

@@ -111,6 +111,12 @@ fn run(d: &DesiredState, o: &Observation, m: &Memory, now: Timestamp) -> PlanOut
     plan(&PlanInput { desired: d, observed: o, memory: m, now, focus: None, known: None })
 }
 
+/// The memory after one earlier failed observation of `o` (10 s before `T0`): one observation
+/// is one failure, so the threshold (2) is reached by the next one.
+fn failed_before(d: &DesiredState, o: &Observation) -> Memory {
+    run(d, o, &Memory::default(), T0 - secs(10)).memory
+}
+
 #[track_caller]
 fn check(
     d: &DesiredState,
@@ -186,7 +192,7 @@ fn at_heal_threshold_waits_action_delay() {
     let out = check(
         &lab(),
         &obs1(missing(2)),
-        &Memory::default(),
+        &failed_before(&lab(), &obs1(missing(2))),
         T0,
         expect![[r#"
         a: unhealthy breaker=closed
@@ -225,7 +231,7 @@ fn success_resets_failure_count() {
 #[test]
 fn acts_when_action_delay_ends() {
     let d = lab();
-    let first = run(&d, &obs1(missing(2)), &Memory::default(), T0);
+    let first = run(&d, &obs1(missing(2)), &failed_before(&d, &obs1(missing(2))), T0);
     check(
         &d,
         &obs1(missing(2)),
@@ -254,7 +260,7 @@ fn wedged_model_is_reloaded() {
     let mut o = healthy();
     o.canaries.insert("qwen".into(), Canary::Failed { cause: ProbeFailure::Timeout });
     o.failed_attempts = 2;
-    let first = run(&d, &obs1(o.clone()), &Memory::default(), T0);
+    let first = run(&d, &obs1(o.clone()), &failed_before(&d, &obs1(o.clone())), T0);
     check(
         &d,
         &obs1(o),
@@ -336,7 +342,7 @@ fn stuck_loading_past_deadline() {
 fn unreachable_node_is_restarted() {
     let d = lab();
     let o = NodeObservation::down(ProbeFailure::Refused, 2);
-    let first = run(&d, &obs1(o.clone()), &Memory::default(), T0);
+    let first = run(&d, &obs1(o.clone()), &failed_before(&d, &obs1(o.clone())), T0);
     check(
         &d,
         &obs1(o),
@@ -363,7 +369,7 @@ fn unreachable_without_restart_escalates() {
     check(
         &d,
         &obs1(NodeObservation::down(ProbeFailure::Timeout, 2)),
-        &Memory::default(),
+        &failed_before(&d, &obs1(NodeObservation::down(ProbeFailure::Timeout, 2))),
         T0,
         expect![[r#"
         a: unhealthy breaker=closed
@@ -403,7 +409,7 @@ fn hot(celsius: f64) -> Observation {
 #[test]
 fn thermal_exactly_85_is_fine() {
     let d = lab();
-    let first = run(&d, &hot(85.0), &Memory::default(), T0);
+    let first = run(&d, &hot(85.0), &failed_before(&d, &hot(85.0)), T0);
     let out = run(&d, &hot(85.0), &first.memory, T0 + secs(10));
     assert!(
         out.plan.nodes["a"].steps.iter().any(|s| matches!(s.action, super::Action::Load { .. }))
@@ -443,7 +449,7 @@ fn thermal_hands_off_at_90() {
     check(
         &d,
         &hot(90.0),
-        &Memory::default(),
+        &failed_before(&d, &hot(90.0)),
         T0,
         expect![[r#"
         a: unhealthy breaker=closed
@@ -496,7 +502,7 @@ fn vram_exactly_full_fits() {
     d.nodes.get_mut("a").unwrap().vram = ByteSize::gib(15); // coder 6 + qwen 8 + headroom 1
     let mut o = missing(2);
     o.instances.push(inst("coder", 6, None));
-    let first = run(&d, &obs1(o.clone()), &Memory::default(), T0);
+    let first = run(&d, &obs1(o.clone()), &failed_before(&d, &obs1(o.clone())), T0);
     let out = run(&d, &obs1(o), &first.memory, T0 + secs(10));
     let text = render_steps(&out.plan);
     assert!(text.contains("+ load qwen"), "{text}");
@@ -511,7 +517,7 @@ fn vram_one_byte_short_unloads_on_demand_model() {
     d.nodes.get_mut("a").unwrap().vram = ByteSize(ByteSize::gib(15).bytes() - 1);
     let mut o = missing(2);
     o.instances.push(inst("coder", 6, None));
-    let first = run(&d, &obs1(o.clone()), &Memory::default(), T0);
+    let first = run(&d, &obs1(o.clone()), &failed_before(&d, &obs1(o.clone())), T0);
     check(
         &d,
         &obs1(o),
@@ -544,16 +550,19 @@ fn vram_does_not_fit_is_held() {
         &first.memory,
         T0 + secs(10),
         expect![[r#"
-        a: unhealthy breaker=closed
-            problem: resident model qwen is not loaded
-            problem: model stranger is loaded but not desired (orphan)
-          # held: does not fit: needs 9.0 GiB (model + headroom), 6.0 GiB free
-              + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
-              = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
-            note: orphan stranger (6.0 GiB) is loaded but not desired (prune is Off)
-            note: on-demand model coder is not loaded (expected, not drift)
-        # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
-    "#]],
+            a: unhealthy breaker=closed
+                problem: resident model qwen is not loaded
+                problem: model stranger is loaded but not desired (orphan)
+              # held: does not fit: needs 9.0 GiB (model + headroom), 6.0 GiB free
+                  + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
+                  = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
+              # alert critical: a: the heal needs 9.0 GiB of VRAM (model + headroom) and 6.0 GiB is free: nothing is loaded until room is made
+                    try: unload what a runs that the manifests do not list, or set `prune: whenNeeded` on the Node
+                    try: or lower the model's contextLength, or give the node a smaller model
+                note: orphan stranger (6.0 GiB) is loaded but not desired (prune is Off)
+                note: on-demand model coder is not loaded (expected, not drift)
+            # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
+        "#]],
     );
 }
 
@@ -800,18 +809,18 @@ fn attempts_exhausted_goes_offline() {
         &m,
         T0 + secs(60),
         expect![[r#"
-        a: offline breaker=open
-            problem: resident model qwen is not loaded
-            problem: model qwen failed its verification suite (3 times)
-          # held: 3 heal attempts failed: offline until the breaker's trial
-              + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
-              = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
-          # alert critical: a is offline after 3 heal attempts (resident model qwen is not loaded); next trial after the breaker cool-down
-                try: look at the node's own logs; `homeostat status` shows the recent actions on a
-                try: fix the cause by hand; homeostat routes to the node again as soon as it answers
-            note: on-demand model coder is not loaded (expected, not drift)
-        # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
-    "#]],
+            a: offline breaker=open
+                problem: resident model qwen is not loaded
+                problem: model qwen failed its verification suite (3 times)
+              # held: 3 heal attempts failed: offline until the breaker's trial
+                  + load qwen (contextLength=8192, pinned): resident model qwen is not loaded
+                  = verify qwen with builtin-mini (pass ≥ 66%): prove the heal with the 3 prompts of `builtin-mini`
+              # alert critical: a is offline (3 heal attempts failed; resident model qwen is not loaded); next trial after the breaker cool-down
+                    try: look at the node's own logs; `homeostat status` shows the recent actions on a
+                    try: fix the cause by hand; homeostat routes to the node again as soon as it answers
+                note: on-demand model coder is not loaded (expected, not drift)
+            # alert warning: every local node for `code` is out of routing: traffic goes to remote providers
+        "#]],
     );
 }
 
@@ -847,6 +856,7 @@ fn crash_loop_stops_after_max_attempts() {
             nm.record_heal(HealEnd::Verified(None), T0 + secs(i * 30 + 5), &d.cluster);
         }
     }
+    m.nodes.get_mut("a").unwrap().health.consecutive_failures = 1;
     let first = run(&d, &obs1(missing(2)), &m, T0 + secs(100));
     assert_eq!(first.memory.nodes["a"].health.lifecycle, Lifecycle::Offline);
     assert!(first.plan.nodes["a"].alerts.iter().any(|a| a.key == "node/a/offline"));
@@ -938,7 +948,7 @@ fn service_is_restarted() {
             latency_ms: None,
         },
     );
-    let first = run(&d, &o, &Memory::default(), T0);
+    let first = run(&d, &o, &failed_before(&d, &o), T0);
     check(
         &d,
         &o,
@@ -1109,7 +1119,10 @@ fn focus_plans_one_node_but_sees_the_cluster() {
     assert_eq!(out.plan.nodes.keys().collect::<Vec<_>>(), ["n0"]);
     assert!(out.plan.mass_failure.is_some(), "3 of 4 nodes down, seen from n0's pass");
     assert!(!out.memory.nodes.contains_key("n1"), "n1 is not remembered by n0's pass");
-    assert_eq!(out.memory.nodes["n0"].health.consecutive_failures, 2);
+    assert_eq!(
+        out.memory.nodes["n0"].health.consecutive_failures, 1,
+        "one observation, one failure"
+    );
 }
 
 /// A focused pass given the other nodes' plans of their last passes (`known`, the daemon's view)

@@ -604,7 +604,7 @@ timeline:
         ];
         for (yaml, want) in cases {
             let e = SimConfig::from_yaml(yaml).unwrap_err();
-            let msg = crate::cli::chain(&e);
+            let msg = crate::error::chain(&e);
             assert!(msg.contains(want), "{yaml}: {msg}");
         }
     }

@@ -9,6 +9,8 @@
 //!   `ollama`, `vllm`, `llamacpp`, plus `openai` for the shared chat-completion shapes);
 //!   `telemetry`: the exporter text.
 //! - `cluster`: [`SimCluster`], the library entry point used by tests and `homeostat sim`.
+//! - `in_process`: the pure model reached in-process (`observe::in_process`), on a given clock:
+//!   what the trajectory harness (`crate::scenario`) drives.
 //!
 //! Architecture invariant: only `server::now` reads the clock; `model` is pure.
 
@@ -16,6 +18,7 @@ pub mod answers;
 pub mod cluster;
 pub mod config;
 pub mod fault;
+pub mod in_process;
 mod llamacpp;
 mod lmstudio;
 pub mod model;

@@ -5,7 +5,7 @@
 //! (the database, events.jsonl, the log). Callers pass data that is already redacted: never a
 //! token, a webhook URL with a key in it, or a request header. `secret::Secret` implements
 //! neither `Serialize` nor a revealing `Display`, so it cannot reach a detail by accident; the
-//! test `no_secret_reaches_the_state_dir` (tests/store_sqlite.rs) checks the whole path.
+//! test `no_secret_reaches_the_state_dir` (tests/it/store_sqlite.rs) checks the whole path.
 
 use serde::{Deserialize, Serialize};
 

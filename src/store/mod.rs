@@ -9,7 +9,7 @@
 //! [`StateStore`] is the interface; [`SqliteStore`] is the embedded implementation and
 //! [`PostgresStore`] the shared one for several reconciler replicas, with per-node leases
 //! ([`LeaseStore`], see [`lease`]) and fenced writes (issue #9). Both run the same contract tests
-//! (`tests/support/store_contract.rs`).
+//! (`tests/it/support/store_contract.rs`).
 //!
 //! **Synchronous, on a blocking thread.** Every method blocks on disk I/O (a commit waits for
 //! fsync). Async callers use [`blocking`] (a `spawn_blocking` wrapper) or their own
@@ -32,7 +32,8 @@ mod lock;
 mod postgres;
 pub mod schema;
 mod sqlite;
-pub mod state_dir;
+/// The state directory's file conventions (`crate::state_dir`), which the store keeps its files by.
+pub use crate::state_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -50,9 +51,17 @@ pub use postgres::{PgOptions, PgTarget, PostgresStore, QueryStats};
 pub use sqlite::{DB_FILE, Durability, Opened, Recovered, SqliteStore, StoreOptions};
 
 use crate::bench::history::{Champion, RunKind, RunRecord};
-use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
+
+/// A benchmark asked for ahead of the schedule (stored per node).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BenchDue {
+    /// Not before this.
+    pub at: Timestamp,
+    /// Why, for people (`regression of qwen/qwen3-8b: confirm or clear`).
+    pub reason: String,
+}
 
 /// The store's interface. Object-safe (`Arc<dyn StateStore>`), shared between threads; every
 /// method is synchronous and durable before it returns (see the module docs). Everything is

@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
@@ -37,11 +37,10 @@ use serde::de::DeserializeOwned;
 use super::event::{self, kinds};
 use super::journal::{Journal, Rotation, Written};
 use super::{
-    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, Event, EventId, Integrity,
+    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, BenchDue, Event, EventId, Integrity,
     NewAction, NewEvent, Pruned, Retention, RunLock, StateStore, StoreError, schema, state_dir,
 };
 use crate::bench::history::{Champion, RunKind, RunRecord};
-use crate::bench::schedule::BenchDue;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::time::Timestamp;
 
@@ -170,7 +169,13 @@ impl SqliteStore {
                 "moved_to": r.moved_to.display().to_string(),
                 "reason": r.reason,
             });
-            let e = NewEvent::new(wall_clock(), None, kinds::STORE_RECOVERED, detail, "store-open");
+            let e = NewEvent::new(
+                crate::time::wall_clock(),
+                None,
+                kinds::STORE_RECOVERED,
+                detail,
+                "store-open",
+            );
             // The event is also in the log; a journal failure is reported by the next append.
             if let Err(e) = store.append_event(e) {
                 tracing::warn!(error = %super::error_chain(&e), "cannot record the recovery event");
@@ -858,7 +863,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 
 /// Renames the database (and its `-wal`/`-shm`) to `homeostat.db.corrupt-<time>`.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let stamp = wall_clock().rfc3339().replace(['-', ':'], "");
+    let stamp = crate::time::wall_clock().rfc3339().replace(['-', ':'], "");
     let to = state_dir::free_name(path, &format!(".corrupt-{stamp}"));
     let fail = |source| StoreError::MoveAside { path: path.to_path_buf(), source };
     std::fs::rename(path, &to).map_err(fail)?;
@@ -872,16 +877,6 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
         state_dir::sync_dir(dir).map_err(fail)?;
     }
     Ok(to)
-}
-
-/// Wall-clock time, used only to name a moved-aside file and date its event (the pure core
-/// receives `now`; this is the store's own I/O).
-fn wall_clock() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    Timestamp(ms)
 }
 
 fn encode<T: Serialize>(what: impl FnOnce() -> String, v: &T) -> Result<String, StoreError> {

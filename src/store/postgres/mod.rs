@@ -63,11 +63,10 @@ use super::event::{self};
 use super::journal::{Journal, Written};
 use super::lease::{Fence, LeaseOptions, LeaseSet, Rejected, ReplicaId};
 use super::{
-    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, Event, EventId, Integrity,
+    ActionEnd, ActionId, ActionRecord, ActionStatus, Appended, BenchDue, Event, EventId, Integrity,
     NewAction, NewEvent, Pruned, Retention, Rotation, StateStore, StoreError, state_dir,
 };
 use crate::bench::history::{Champion, RunKind, RunRecord};
-use crate::bench::schedule::BenchDue;
 use crate::desired::SecretRef;
 use crate::plan::memory::{ClusterMemory, Memory, NodeMemory, ServiceMemory};
 use crate::secret::Secret;
