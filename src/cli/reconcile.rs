@@ -263,15 +263,20 @@ fn once_text(r: &crate::daemon::pass::PassReport) -> String {
             );
         }
     }
+    // Every held step with why it waits, as `reconcile diff` shows it.
     for (name, np) in &r.plan.nodes {
         for h in &np.held {
             let _ = writeln!(
                 out,
-                "{name}: held {}: {}",
+                "{name}: held {}: {} (why held: {})",
                 crate::plan::render::action_line(&h.action),
-                h.reason
+                h.reason,
+                crate::plan::render::hold_line(&h.hold, r.plan.at),
             );
         }
+    }
+    for key in &r.critical_open {
+        let _ = writeln!(out, "critical alert open: {key}");
     }
     let summary = Summary::of(&r.plan);
     let _ = writeln!(

@@ -387,7 +387,8 @@ pub fn action_line(a: &Action) -> String {
     }
 }
 
-fn hold_line(h: &HoldReason, now: Timestamp) -> String {
+/// Why a step is held, in words (`reconcile diff` and `--once` say the same).
+pub fn hold_line(h: &HoldReason, now: Timestamp) -> String {
     let left = |until: &Timestamp| Dur::from_millis(until.since(now).as_millis() as u64);
     match h {
         HoldReason::BelowThreshold { failures, threshold } => {

@@ -506,6 +506,8 @@ async fn hot_gpu_is_rerouted_not_reloaded() {
         assert!(excluded[0]["why"].as_str().unwrap().contains("thermal"), "{routes}");
         assert!(mutations(&m1).is_empty(), "run {run}: nothing loaded on a hot node: {out}");
         assert!(out.contains("held load"), "run {run}: {out}");
+        // Why it waits, in the words `reconcile diff` uses (issue 15: --once printed no reason).
+        assert!(out.contains("why held:") && out.contains("let it cool"), "run {run}: {out}");
         pause(AFTER_ACTION_DELAY).await;
     }
     let all = events(&h);

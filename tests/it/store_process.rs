@@ -34,10 +34,13 @@ fn child_role() -> Option<(String, PathBuf)> {
     Some((role, dir))
 }
 
-/// Runs the test `test` of this binary as a child playing `role` on `dir`.
+/// Runs the test `test` (a function of this module) of this binary as a child playing `role` on
+/// `dir`. The test binary names it by its path without the crate (`store_process::NAME`).
 fn spawn_child(test: &str, role: &str, dir: &Path) -> Child {
+    let module = module_path!().split_once("::").map_or("", |(_, module)| module);
+    let test = if module.is_empty() { test.to_owned() } else { format!("{module}::{test}") };
     Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE, role)
         .env(DIR, dir)
         .stdin(Stdio::piped())

@@ -309,6 +309,49 @@ impl RealLlama {
         lock(&self.log).clone()
     }
 
+    /// `GET` of each path, sent while the server is frozen: it is stopped (SIGSTOP), each
+    /// request is written into its listening socket (the kernel accepts the connections and
+    /// keeps the bytes), then it is thawed (SIGCONT) and the answers are read, as (status, body).
+    /// The answers describe the server as it was when frozen, give or take the moment it takes
+    /// to answer: a server frozen while it loads answers as it does while loading, however busy
+    /// the machine is. Connections are closed after each answer (`Connection: close`).
+    pub fn get_while_frozen(&self, paths: &[&str]) -> Vec<(u16, String)> {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        assert!(signal(self.pid(), "STOP"), "SIGSTOP the server");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while proc_state(self.pid()) != Some('T') {
+            assert!(Instant::now() < deadline, "the server did not stop within {START_TIMEOUT:?}");
+            std::thread::yield_now();
+        }
+        let streams: Vec<std::net::TcpStream> = paths
+            .iter()
+            .map(|path| {
+                let mut stream = std::net::TcpStream::connect(&addr)
+                    .unwrap_or_else(|error| panic!("connecting to the frozen server: {error}"));
+                let request =
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                std::io::Write::write_all(&mut stream, request.as_bytes())
+                    .unwrap_or_else(|error| panic!("writing GET {path}: {error}"));
+                stream
+            })
+            .collect();
+        assert!(signal(self.pid(), "CONT"), "SIGCONT the server");
+        streams
+            .into_iter()
+            .zip(paths)
+            .map(|(mut stream, path)| {
+                stream.set_read_timeout(Some(START_TIMEOUT)).expect("a read timeout");
+                let mut raw = Vec::new();
+                stream
+                    .read_to_end(&mut raw)
+                    .unwrap_or_else(|error| panic!("reading the answer to GET {path}: {error}"));
+                parse_response(&raw).unwrap_or_else(|| {
+                    panic!("GET {path}: not an HTTP answer: {:?}", String::from_utf8_lossy(&raw))
+                })
+            })
+            .collect()
+    }
+
     /// Every process descended from the server: in router mode, one child `llama-server` per
     /// loaded model.
     pub fn descendants(&self) -> Vec<ProcInfo> {
@@ -668,11 +711,17 @@ impl Http {
     }
 
     /// A client whose requests give up after `timeout` (short, to observe a hung server).
+    ///
+    /// Every request opens its own connection: llama-server may close a kept-alive connection
+    /// after an answer (after a stream, at its keep-alive timeout) without saying so, and a
+    /// request sent on it at that moment gets no answer; on a busy machine the client is slow
+    /// to notice the close, and a POST cannot be retried.
     pub fn with_timeout(timeout: Duration) -> Http {
         // reqwest is built without a default TLS provider; building a client needs one installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
+            .pool_max_idle_per_host(0)
             .timeout(timeout)
             .build()
             .expect("a reqwest client with a fixed configuration builds");
@@ -795,6 +844,32 @@ async fn read_reply(response: reqwest::Response) -> Result<Reply, reqwest::Error
     let headers = response.headers().clone();
     let body = response.text().await?;
     Ok(Reply { status, content_type, headers, body })
+}
+
+/// (status, body) of a raw HTTP/1.1 answer read to its end; a chunked body is reassembled.
+fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if !chunked {
+        return Some((status, body.to_owned()));
+    }
+    let (mut rest, mut out) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some((status, out));
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// JSON shapes: the paths of a value and the JSON types found at each.
