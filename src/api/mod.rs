@@ -4,13 +4,15 @@
 //! |---|---|
 //! | `GET /healthz` | 200 while the process runs (`{"status": "ok" \| "stopping"}`) |
 //! | `GET /readyz` | 200 once every node and service has been observed, else 503 |
-//! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics if `Accept` asks for it, else text 0.0.4) |
 //! | `GET /api/v1/status[?actions=N]` | the daemon, the manifests in effect, every node and service |
 //! | `GET /api/v1/events[?since=ID&limit=N]` | events after `since`, oldest first |
 //! | `GET /api/v1/routes` | the effective routing table (as `routes.json`); 503 before ready |
 //! | `POST /api/v1/nodes/{name}/heartbeat` | records a push-style worker's heartbeat |
 //! | `POST /api/v1/nodes/{name}/cordon`, `/uncordon` | takes a node out of routing / back |
 //! | `POST /api/v1/reload` | reloads the manifests (as SIGHUP) |
+//! | `GET /` | the status page (`ui.rs`) |
+//! | `GET /api/v1/events/stream`, `/api/v1/history` | live events (SSE), benchmark runs (`events_sse.rs`) |
 //!
 //! Mutating endpoints (`POST`) require `Authorization: Bearer <token>`, the token coming from
 //! `cluster.api.tokenFrom` (compared in constant time). Without a configured token they are
@@ -23,6 +25,8 @@
 //! nothing of the daemon.
 
 pub mod client;
+mod events_sse;
+mod ui;
 pub mod server;
 pub mod wire;
 
@@ -51,16 +55,57 @@ pub const ACTIONS_MAX: usize = 100;
 /// The file in the state directory that holds the API's bound address (`127.0.0.1:9464`) while
 /// the daemon runs: `homeostat status` and tests read it.
 pub const API_ADDR_FILE: &str = "api.addr";
-/// The content type of `/metrics`.
+/// The content type of `/metrics` in OpenMetrics.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of `/metrics` in the text exposition format 0.0.4.
+pub const METRICS_CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition format of one scrape of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    OpenMetrics,
+    /// The Prometheus text exposition format 0.0.4.
+    Text,
+}
+
+impl MetricsFormat {
+    /// The format the `Accept` header asks for: OpenMetrics when it lists
+    /// `application/openmetrics-text` with a non-zero quality (as Prometheus does), else text.
+    pub fn negotiate(accept: Option<&str>) -> MetricsFormat {
+        let wants_openmetrics = accept.unwrap_or("").split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+        });
+        if wants_openmetrics { MetricsFormat::OpenMetrics } else { MetricsFormat::Text }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::OpenMetrics => METRICS_CONTENT_TYPE,
+            MetricsFormat::Text => METRICS_CONTENT_TYPE_TEXT,
+        }
+    }
+}
 
 /// What the API asks of the daemon (`daemon::control::Control`). Each answer is plain data.
 pub trait Backend: Clone + Send + Sync + 'static {
     fn phase(&self) -> Phase;
     /// Ready once every node and service has been observed at least once.
     fn ready(&self) -> bool;
-    /// The Prometheus exposition.
-    fn metrics(&self) -> String;
+    /// The Prometheus exposition in `format`.
+    fn metrics(&self, format: MetricsFormat) -> String;
+    /// The newest `limit` benchmark and arena runs (of `node`, or of every node), oldest first.
+    fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::bench::history::RunRecord>, StoreError>> + Send;
     /// The effective routing table, as `routes.json` shows it.
     fn routes(&self) -> serde_json::Value;
     /// Everything `/api/v1/status` shows, with the last `actions` actions of each node.
@@ -130,6 +175,11 @@ pub fn router<B: Backend>(backend: B) -> Router {
         .route("/api/v1/nodes/{name}/cordon", post(cordon::<B>))
         .route("/api/v1/nodes/{name}/uncordon", post(uncordon::<B>))
         .route("/api/v1/reload", post(reload::<B>))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
+        .route("/api/v1/events/stream", get(events_sse::stream::<B>))
+        .route("/api/v1/history", get(events_sse::history::<B>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(backend)
@@ -239,8 +289,17 @@ fn phase_str(p: Phase) -> String {
     serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-async fn metrics<B: Backend>(State(c): State<B>) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE))], c.metrics())
+/// OpenMetrics when the `Accept` header asks for it, else the text format 0.0.4.
+async fn metrics<B: Backend>(State(c): State<B>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = MetricsFormat::negotiate(accept);
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (header::VARY, HeaderValue::from_static("Accept")),
+        ],
+        c.metrics(format),
+    )
         .into_response()
 }
 

@@ -203,7 +203,7 @@ async fn arena(g: &GlobalArgs, a: ArenaArgs) -> anyhow::Result<u8> {
         failed = true;
     }
     match a.output {
-        Output::Json => super::print_json(&report)?,
+        Output::Json | Output::Yaml => super::print_doc(a.output, &report)?,
         Output::Table => print_text(&report_text(&report, a.apply)),
     }
     Ok(if cancel.is_cancelled() {

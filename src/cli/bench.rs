@@ -225,11 +225,14 @@ async fn bench(g: &GlobalArgs, a: BenchArgs) -> anyhow::Result<u8> {
     }
     drop(lock);
     match a.output {
-        Output::Json => super::print_json(&BenchReport {
-            api_version: crate::desired::API_VERSION,
-            kind: "BenchmarkRuns",
-            nodes: results.clone(),
-        })?,
+        Output::Json | Output::Yaml => super::print_doc(
+            a.output,
+            &BenchReport {
+                api_version: crate::desired::API_VERSION,
+                kind: "BenchmarkRuns",
+                nodes: results.clone(),
+            },
+        )?,
         Output::Table => print_text(&bench_text(&results)),
     }
     Ok(if cancel.is_cancelled() {

@@ -32,6 +32,8 @@ use crate::daemon::{DaemonConfig, DaemonError, DaemonOptions};
 use crate::sim::{FaultKind, SimCluster, SimNode, WedgeMode};
 
 #[derive(Debug, Args)]
+#[command(after_help = "The demo writes its own manifests and state to a temporary directory: \
+                        the global -f/--manifests and --state-dir do not apply to it.")]
 pub struct DemoArgs {
     /// After the script, keep the lab and the daemon running (inject faults yourself with
     /// `homeostat sim ctl`) until Ctrl-C.

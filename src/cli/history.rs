@@ -162,16 +162,19 @@ pub fn run(g: &GlobalArgs, a: HistoryArgs) -> anyhow::Result<u8> {
     }
     let newest = latest(&kept.runs, None, a.limit);
     match a.output {
-        Output::Json => super::print_json(&HistoryReport {
-            api_version: crate::desired::API_VERSION,
-            kind: "BenchmarkHistory",
-            total_runs: kept.runs.len(),
-            runs: newest,
-            champions: &kept.champions,
-            trends: trends(&kept.runs),
-            degraded: &kept.degraded,
-            due: &kept.due,
-        })?,
+        Output::Json | Output::Yaml => super::print_doc(
+            a.output,
+            &HistoryReport {
+                api_version: crate::desired::API_VERSION,
+                kind: "BenchmarkHistory",
+                total_runs: kept.runs.len(),
+                runs: newest,
+                champions: &kept.champions,
+                trends: trends(&kept.runs),
+                degraded: &kept.degraded,
+                due: &kept.due,
+            },
+        )?,
         Output::Table => print_text(&history_text(&kept, &newest, &a)),
     }
     Ok(super::exit::OK)

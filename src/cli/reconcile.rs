@@ -217,7 +217,9 @@ async fn once(g: &GlobalArgs, output: Output) -> anyhow::Result<u8> {
     // at most the grace period; the state already says what was decided).
     notifications.shutdown(ONCE_DELIVERY_GRACE).await;
     match output {
-        Output::Json => super::print_json(&report)?,
+        Output::Json | Output::Yaml => {
+            super::print_doc(output, &super::document("PassReport", &report)?)?
+        }
         Output::Table => print_text(&once_text(&report)),
     }
     drop(lock);
@@ -328,7 +330,10 @@ async fn diff(g: &GlobalArgs, a: DiffArgs) -> anyhow::Result<u8> {
     let in_sync = out.plan.is_empty();
     match a.output {
         Output::Table => print_text(&render(&out.plan, &observed, &desired)),
-        Output::Json => super::print_json(&DiffReport::new(&desired, &observed, &out.plan, now))?,
+        Output::Json | Output::Yaml => {
+            let report = DiffReport::new(&desired, &observed, &out.plan, now);
+            super::print_doc(a.output, &super::document("Diff", &report)?)?
+        }
     }
     Ok(if in_sync { exit::OK } else { exit::DRIFT })
 }

@@ -17,6 +17,17 @@ pub struct SimArgs {
     /// `-f` names it too: `homeostat sim -f examples/lab/sim.yaml`.
     #[arg(long = "file", value_name = "SIM.yaml")]
     pub file: Option<PathBuf>,
+    /// Listen on ports the OS picks instead of the file's, so a second copy of the same lab can
+    /// run beside the first (use with --manifests-out for manifests that point at them).
+    #[arg(long)]
+    pub free_ports: bool,
+    /// Copy the manifests of DIR (default: the `desired-state` beside the sim file) to
+    /// --manifests-out with every address of the sim file replaced by the one in use.
+    #[arg(long, value_name = "DIR", requires = "manifests_out")]
+    pub manifests_from: Option<PathBuf>,
+    /// Where to write the manifests for the addresses in use (created; see --manifests-from).
+    #[arg(long, value_name = "DIR")]
+    pub manifests_out: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<SimCommand>,
 }
@@ -77,18 +88,60 @@ pub fn run(g: &GlobalArgs, a: SimArgs) -> anyhow::Result<u8> {
                     path.display()
                 );
             }
-            let cfg = SimConfig::load(&path)?;
-            rt.block_on(serve(cfg))
+            let mut cfg = SimConfig::load(&path)?;
+            // The addresses the file names, to rewrite in the manifests.
+            let mut fixed: Vec<(String, Option<String>)> = vec![(cfg.listen.clone(), None)];
+            fixed.extend(
+                cfg.nodes
+                    .iter()
+                    .filter_map(|n| n.listen.clone().map(|l| (l, Some(n.name.clone())))),
+            );
+            if a.free_ports {
+                cfg.listen = "127.0.0.1:0".into();
+                for n in &mut cfg.nodes {
+                    if n.listen.is_some() {
+                        n.listen = Some("127.0.0.1:0".into());
+                    }
+                }
+            }
+            let copy = a.manifests_out.map(|out| {
+                let from = a.manifests_from.unwrap_or_else(|| {
+                    path.parent().unwrap_or(std::path::Path::new(".")).join("desired-state")
+                });
+                (from, out, fixed)
+            });
+            rt.block_on(serve(cfg, copy))
         }
     }
 }
 
 /// Prints the node table (people read it; scripts use `GET /_sim/nodes`).
 #[allow(clippy::print_stdout)]
-async fn serve(cfg: SimConfig) -> anyhow::Result<u8> {
+/// Manifests to copy for the addresses in use: (from, to, each fixed address of the sim file and
+/// the node listening there, None for the shared listener).
+type ManifestCopy = (PathBuf, PathBuf, Vec<(String, Option<String>)>);
+
+async fn serve(cfg: SimConfig, copy: Option<ManifestCopy>) -> anyhow::Result<u8> {
     let events = cfg.timeline.len();
     let sim = SimCluster::start(cfg).await?;
     let nodes = sim.nodes();
+    if let Some((from, out, fixed)) = copy {
+        // Each fixed `host:port` → the address in use (the shared listener, or the node's own).
+        let host_port =
+            |url: &str| url.trim_start_matches("http://").split('/').next().map(str::to_owned);
+        let mut map = Vec::new();
+        for (old, node) in fixed {
+            let new = match node {
+                None => host_port(&sim.shared_url()),
+                Some(n) => sim.node(&n).and_then(|x| host_port(x.url())),
+            };
+            if let Some(new) = new {
+                map.push((old, new));
+            }
+        }
+        write_manifests(&from, &out, &map)?;
+        println!("manifests for these addresses: {}", out.display());
+    }
     println!(
         "simulated cluster: {} node(s); admin API and exporters on {} (GET /_sim/nodes)",
         nodes.len(),
@@ -110,6 +163,31 @@ async fn serve(cfg: SimConfig) -> anyhow::Result<u8> {
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     sim.stop().await;
     Ok(super::exit::OK)
+}
+
+/// Copies every YAML file of `from` to `out`, each `old` address replaced by its `new` one.
+fn write_manifests(
+    from: &std::path::Path,
+    out: &std::path::Path,
+    map: &[(String, String)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let entries =
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            continue;
+        }
+        let mut text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        for (old, new) in map {
+            text = text.replace(old.as_str(), new);
+        }
+        let dest = out.join(e.file_name());
+        std::fs::write(&dest, text).with_context(|| format!("cannot write {}", dest.display()))?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]

@@ -86,7 +86,9 @@ pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
     if let Some(pg) = super::reconcile::pg_store(&a.store, std::time::Duration::from_secs(30))? {
         let report = from_postgres(pg, a.actions)?;
         match a.output {
-            Output::Json => super::print_json(&report)?,
+            Output::Json | Output::Yaml => {
+                super::print_doc(a.output, &super::camel_case_keys(serde_json::to_value(&report)?))?
+            }
             Output::Table => print(&table(&report)),
         }
         return Ok(exit::OK);
@@ -95,7 +97,7 @@ pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
     match crate::api::client::status_blocking(&dir, a.actions) {
         Ok(Some(live)) => {
             match a.output {
-                Output::Json => super::print_json(&live)?,
+                Output::Json | Output::Yaml => super::print_doc(a.output, &live)?,
                 Output::Table => print(&table(&from_daemon(&live, &dir.display().to_string()))),
             }
             return Ok(exit::OK);
@@ -119,7 +121,9 @@ pub fn run(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<u8> {
     let now = MonotonicClock::start().now();
     let report = build(&store, &memory, now, a.actions, &dir.display().to_string())?;
     match a.output {
-        Output::Json => super::print_json(&report)?,
+        Output::Json | Output::Yaml => {
+            super::print_doc(a.output, &super::camel_case_keys(serde_json::to_value(&report)?))?
+        }
         Output::Table => print(&table(&report)),
     }
     Ok(exit::OK)
@@ -151,7 +155,7 @@ fn from_postgres(pg: crate::daemon::PgStore, actions: usize) -> anyhow::Result<S
     Ok(report)
 }
 
-fn build(
+pub(crate) fn build(
     store: &dyn StateStore,
     memory: &Memory,
     now: Timestamp,

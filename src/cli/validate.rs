@@ -48,15 +48,21 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<u8> {
                         loaded.summary.counts()
                     );
                 }
-                Output::Json => super::print_json(&Report {
-                    manifests: shown,
-                    valid: true,
-                    files: Some(loaded.summary.files),
-                    objects: Some(&loaded.summary.objects),
-                    hash: Some(&loaded.state.hash),
-                    errors: Vec::new(),
-                    warnings: loaded.warnings.iter().collect(),
-                })?,
+                Output::Json | Output::Yaml => super::print_doc(
+                    a.output,
+                    &super::document(
+                        "ValidationReport",
+                        &Report {
+                            manifests: shown,
+                            valid: true,
+                            files: Some(loaded.summary.files),
+                            objects: Some(&loaded.summary.objects),
+                            hash: Some(&loaded.state.hash),
+                            errors: Vec::new(),
+                            warnings: loaded.warnings.iter().collect(),
+                        },
+                    )?,
+                )?,
             }
             Ok(exit::OK)
         }
@@ -70,15 +76,21 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<u8> {
                         if w > 0 { format!(", {w} warning{}", plural(w)) } else { String::new() };
                     eprintln!("{shown}: invalid: {e} error{}{warnings}", plural(e));
                 }
-                Output::Json => super::print_json(&Report {
-                    manifests: shown,
-                    valid: false,
-                    files: None,
-                    objects: None,
-                    hash: None,
-                    errors: diags.errors().collect(),
-                    warnings: diags.warnings().collect(),
-                })?,
+                Output::Json | Output::Yaml => super::print_doc(
+                    a.output,
+                    &super::document(
+                        "ValidationReport",
+                        &Report {
+                            manifests: shown,
+                            valid: false,
+                            files: None,
+                            objects: None,
+                            hash: None,
+                            errors: diags.errors().collect(),
+                            warnings: diags.warnings().collect(),
+                        },
+                    )?,
+                )?,
             }
             Ok(exit::ERROR)
         }

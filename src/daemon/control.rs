@@ -36,9 +36,46 @@ impl Control {
         self.sh.view().ready
     }
 
-    /// The Prometheus exposition.
-    pub fn metrics(&self) -> String {
-        self.sh.metrics.encode(self.sh.notifications.stats())
+    /// The Prometheus exposition in `format`.
+    pub fn metrics(&self, format: super::metrics::Format) -> String {
+        use super::metrics::{NodeScrape, ScrapeView};
+        let mut scrape = {
+            let v = self.sh.view();
+            let nodes = v
+                .desired
+                .nodes
+                .keys()
+                .map(|name| NodeScrape {
+                    name: name.clone(),
+                    up: v.observed.nodes.get(name).map(|o| o.reach.is_up()),
+                    last_check: v
+                        .tasks
+                        .get(&Target::Node(name.clone()))
+                        .and_then(|t| t.last.as_ref())
+                        .map(|l| l.started),
+                })
+                .collect();
+            let routes = v
+                .routes
+                .table
+                .categories
+                .iter()
+                .flat_map(|(category, c)| {
+                    c.targets.iter().map(move |t| {
+                        let kind = match t.target {
+                            crate::plan::routing::Target::Node => "node",
+                            crate::plan::routing::Target::Remote => "remote",
+                        };
+                        (category.clone(), kind.to_owned(), t.name.clone(), t.weight)
+                    })
+                })
+                .collect();
+            ScrapeView { nodes, alerts: BTreeMap::new(), routes }
+        };
+        for a in self.sh.notifications.state().active.values() {
+            *scrape.alerts.entry(a.alert.severity.to_string()).or_default() += 1;
+        }
+        self.sh.metrics.scrape(self.sh.notifications.stats(), &scrape, format)
     }
 
     /// The effective routing table.
@@ -203,6 +240,16 @@ impl Control {
         crate::store::blocking(store, move |s| s.events_since(EventId(since), limit)).await
     }
 
+    /// The newest `limit` benchmark and arena runs (of `node`, or of every node), oldest first.
+    pub async fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::bench::history::RunRecord>, StoreError> {
+        let store = self.sh.store.clone();
+        crate::store::blocking(store, move |s| s.runs(node.as_deref(), limit)).await
+    }
+
     /// Checks `Authorization: Bearer <token>` against `cluster.api.tokenFrom`, in constant time
     /// (both sides are hashed first, so neither the content nor the length leaks through timing).
     pub fn authorize(&self, header: Option<&str>) -> Auth {
@@ -322,8 +369,15 @@ impl crate::api::Backend for Control {
     fn ready(&self) -> bool {
         Control::ready(self)
     }
-    fn metrics(&self) -> String {
-        Control::metrics(self)
+    fn metrics(&self, format: crate::api::MetricsFormat) -> String {
+        Control::metrics(self, format)
+    }
+    async fn runs(
+        &self,
+        node: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::bench::history::RunRecord>, StoreError> {
+        Control::runs(self, node, limit).await
     }
     fn routes(&self) -> serde_json::Value {
         let r = Control::routes(self);

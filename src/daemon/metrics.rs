@@ -1,12 +1,15 @@
-//! The daemon's Prometheus metrics (`GET /metrics`, OpenMetrics text).
+//! The daemon's Prometheus metrics (`GET /metrics`): OpenMetrics text when the scraper's
+//! `Accept` asks for it (Prometheus does), else the text exposition format 0.0.4 (what
+//! `promtool check metrics`, curl and older scrapers read).
 //!
 //! Names start with `homeostat_`. Per-node series carry a `node` label; state gauges are one-hot
 //! (`homeostat_node_state{node,state}` is 1 for the node's current lifecycle and 0 for the
 //! others, as kube-state-metrics does), plus a count per state for dashboards. Series of a node
 //! removed by a reload are removed too.
 //!
-//! Values are set by the node passes as they happen; delivery statistics of the notifications
-//! are read at scrape time.
+//! Values are set by the node passes as they happen; delivery statistics of the notifications,
+//! whether each node is up and when it was last checked, the open alerts and the routing
+//! table's weights are read from the daemon's view at scrape time ([`ScrapeView`]).
 
 use std::sync::Mutex;
 
@@ -23,6 +26,29 @@ use crate::notify::DeliveryStats;
 use crate::observe::snapshot::{NodeObservation, Reach};
 use crate::plan::step::Action;
 
+pub use crate::api::MetricsFormat as Format;
+
+/// What a scrape reads from the daemon's view (not kept between scrapes).
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeView {
+    /// Every desired node: reachable at its last observation (None: not observed yet), and when
+    /// its last pass started.
+    pub nodes: Vec<NodeScrape>,
+    /// Open alerts per severity (`info`, `warning`, `critical`).
+    pub alerts: std::collections::BTreeMap<String, usize>,
+    /// The routing table: (category, target kind, target name, weight).
+    pub routes: Vec<(String, String, String, f64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeScrape {
+    pub name: String,
+    pub up: Option<bool>,
+    pub last_check: Option<crate::time::Timestamp>,
+}
+
+const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
 const LIFECYCLES: [Lifecycle; 7] = [
     Lifecycle::Unknown,
     Lifecycle::Healthy,
@@ -32,6 +58,9 @@ const LIFECYCLES: [Lifecycle; 7] = [
     Lifecycle::Verifying,
     Lifecycle::Offline,
 ];
+/// Every action's name (see [`action_name`]).
+const ACTIONS: [&str; 8] =
+    ["load", "unload", "settle", "restart", "verify", "pull", "cordon", "uncordon"];
 const BREAKERS: [BreakerView; 3] = [BreakerView::Closed, BreakerView::Open, BreakerView::HalfOpen];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +109,18 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    category: String,
+    kind: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -87,9 +128,11 @@ struct ResultLabel {
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    // 1 ms .. ~16 s: a loopback probe to a hanging node's timeout.
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+    // 100 µs .. ~13 s: a loopback probe (a few hundred µs) to a hanging node's timeout.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Every metric the daemon exports, registered once.
 pub struct Metrics {
@@ -117,6 +160,10 @@ pub struct Metrics {
     leases_held: Gauge,
     lease_leader: Gauge,
     node_lease: Family<NodeLabel, Gauge>,
+    node_up: Family<NodeLabel, Gauge>,
+    last_check: Family<NodeLabel, FloatGauge>,
+    alerts_open: Family<SeverityLabel, Gauge>,
+    route_weight: Family<RouteLabels, FloatGauge>,
     /// Delivery statistics already added to `notifications` (they are read cumulatively from the
     /// notification service at scrape time and added as differences).
     seen_delivery: Mutex<DeliveryStats>,
@@ -157,6 +204,10 @@ impl Metrics {
             leases_held: Gauge::default(),
             lease_leader: Gauge::default(),
             node_lease: Family::default(),
+            node_up: Family::default(),
+            last_check: Family::default(),
+            alerts_open: Family::default(),
+            route_weight: Family::default(),
             seen_delivery: Mutex::new(DeliveryStats::default()),
             states: Mutex::new(Default::default()),
             registry: Registry::default(),
@@ -265,10 +316,49 @@ impl Metrics {
             "1 for each desired node whose lease this replica holds, 0 for the others'",
             m.node_lease.clone(),
         );
+        r.register(
+            "node_up",
+            "1 if the node answered its last probe, 0 if not (absent before its first probe)",
+            m.node_up.clone(),
+        );
+        r.register(
+            "node_last_check_timestamp_seconds",
+            "When the node's last pass started (Unix time)",
+            m.last_check.clone(),
+        );
+        r.register(
+            "alerts_open",
+            "Alerts whose condition holds now, per severity",
+            m.alerts_open.clone(),
+        );
+        r.register(
+            "route_weight",
+            "Effective weight of each target in each category's routing table (0 or absent: out of routing)",
+            m.route_weight.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
         r.register("build_info", "homeostat's version", build);
         m.last_reload_ok.set(1);
+        // Counters with a known set of labels start at 0, so `rate()` and `increase()` see the
+        // first event and dashboards and alert rules find the series before anything happened.
+        for result in ["verified", "failed", "interrupted"] {
+            let _ = m.heals.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for result in ["enqueued", "delivered", "retried", "failed", "dropped"] {
+            let _ = m.notifications.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for result in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&ResultLabel { result: result.into() });
+        }
+        for action in ACTIONS {
+            for outcome in ["done", "failed", "skipped"] {
+                let _ = m.actions.get_or_create(&ActionLabels {
+                    action: action.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
         Metrics { registry, ..m }
     }
 
@@ -279,6 +369,50 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in `format`, with current delivery statistics and the view's state.
+    pub fn scrape(&self, delivery: DeliveryStats, view: &ScrapeView, format: Format) -> String {
+        self.record_view(view);
+        let text = self.encode(delivery);
+        match format {
+            Format::OpenMetrics => text,
+            Format::Text => openmetrics_to_text(&text),
+        }
+    }
+
+    /// Sets the gauges read from the view at scrape time; series of nodes and routes no longer
+    /// there go.
+    fn record_view(&self, view: &ScrapeView) {
+        self.node_up.clear();
+        self.last_check.clear();
+        for n in &view.nodes {
+            let l = NodeLabel { node: n.name.clone() };
+            if let Some(up) = n.up {
+                self.node_up.get_or_create(&l).set(i64::from(up));
+            }
+            if let Some(at) = n.last_check {
+                // Milliseconds to seconds; exact enough for any timestamp this century.
+                #[allow(clippy::cast_precision_loss)]
+                self.last_check.get_or_create(&l).set(at.as_millis() as f64 / 1000.0);
+            }
+        }
+        for sev in SEVERITIES {
+            let n = view.alerts.get(sev).copied().unwrap_or(0);
+            self.alerts_open
+                .get_or_create(&SeverityLabel { severity: sev.to_owned() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.route_weight.clear();
+        for (category, kind, target, weight) in &view.routes {
+            self.route_weight
+                .get_or_create(&RouteLabels {
+                    category: category.clone(),
+                    kind: kind.clone(),
+                    target: target.clone(),
+                })
+                .set(*weight);
+        }
     }
 
     fn record_delivery(&self, now: DeliveryStats) {
@@ -304,8 +438,10 @@ impl Metrics {
         let b = BackendLabel { backend: backend.to_owned() };
         match &obs.reach {
             Reach::Up => {
-                if let Some(ms) = obs.latency_ms {
-                    self.probe_latency.get_or_create(&b).observe(ms as f64 / 1000.0);
+                let micros = obs.latency_us.or(obs.latency_ms.map(|ms| ms.saturating_mul(1000)));
+                if let Some(us) = micros {
+                    #[allow(clippy::cast_precision_loss)]
+                    self.probe_latency.get_or_create(&b).observe(us as f64 / 1e6);
                 }
             }
             Reach::Down { cause } => {
@@ -457,6 +593,47 @@ impl Metrics {
     }
 }
 
+/// The text exposition format 0.0.4 of an OpenMetrics exposition, as prometheus-client writes
+/// it: counters' `# TYPE`/`# HELP` name the `_total` series, `# UNIT` and `# EOF` go, `info`
+/// and `unknown` families become `gauge` and `untyped`. Samples are written alike in both.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# TYPE ", "# HELP "].into_iter().find(|p| line.starts_with(p));
+        if let Some(prefix) = meta {
+            let rest = &line[prefix.len()..];
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name =
+                if counters.contains(name) { format!("{name}_total") } else { name.to_owned() };
+            let tail = match (prefix, tail) {
+                ("# TYPE ", "info") => "gauge",
+                ("# TYPE ", "unknown") => "untyped",
+                ("# TYPE ", "gaugehistogram") => "histogram",
+                _ => tail,
+            };
+            out.push_str(prefix);
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(tail);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The action's name as in the plan's JSON (`load`, `unload`, `settle`, ...).
 pub fn action_name(a: &Action) -> &'static str {
     match a {
@@ -525,5 +702,83 @@ mod tests {
         assert!(text.contains("homeostat_lease_leader 0"), "{text}");
         assert!(text.contains("homeostat_node_lease_held{node=\"m1\"} 0"), "{text}");
         assert!(!text.contains("node_lease_held{node=\"m3\"}"), "{text}");
+    }
+
+    /// Prometheus's Accept gets OpenMetrics; curl, promtool, text/plain and a q=0 OpenMetrics
+    /// get the text format.
+    #[test]
+    fn negotiates_the_format_from_accept() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+            application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text")), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0")), Format::Text);
+    }
+
+    /// The text format: counters' TYPE and HELP name the `_total` series, no `# EOF`, the
+    /// samples unchanged; the view's gauges are there, and go when the view drops them.
+    #[test]
+    fn text_format_and_view_gauges() {
+        let m = Metrics::new();
+        m.pass("m1", "in-sync");
+        let mut view = ScrapeView {
+            nodes: vec![NodeScrape {
+                name: "m1".into(),
+                up: Some(true),
+                last_check: Some(crate::time::Timestamp(1_700_000_000_500)),
+            }],
+            alerts: [("critical".to_owned(), 2)].into(),
+            routes: vec![("code".into(), "node".into(), "m1".into(), 1.5)],
+        };
+        let text = m.scrape(DeliveryStats::default(), &view, Format::Text);
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE homeostat_passes_total counter\n"), "{text}");
+        assert!(text.contains("# HELP homeostat_passes_total "), "{text}");
+        assert!(text.contains("homeostat_passes_total{node=\"m1\",outcome=\"in-sync\"} 1"));
+        assert!(text.contains("# TYPE homeostat_node_up gauge\n"), "{text}");
+        assert!(text.contains("homeostat_node_up{node=\"m1\"} 1\n"), "{text}");
+        assert!(
+            text.contains("homeostat_node_last_check_timestamp_seconds{node=\"m1\"} 1700000000.5"),
+            "{text}"
+        );
+        assert!(text.contains("homeostat_alerts_open{severity=\"critical\"} 2"), "{text}");
+        assert!(text.contains("homeostat_alerts_open{severity=\"info\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "homeostat_route_weight{category=\"code\",kind=\"node\",target=\"m1\"} 1.5"
+            ),
+            "{text}"
+        );
+        let om = m.scrape(DeliveryStats::default(), &view, Format::OpenMetrics);
+        assert!(om.contains("# TYPE homeostat_passes counter\n") && om.ends_with("# EOF\n"));
+        view.nodes.clear();
+        view.routes.clear();
+        let text = m.scrape(DeliveryStats::default(), &view, Format::Text);
+        assert!(!text.contains("node=\"m1\"}"), "{text}");
+        assert!(!text.contains("homeostat_route_weight{"), "{text}");
+    }
+
+    /// A probe's latency goes into the histogram in microseconds' precision, so a 250 µs
+    /// probe lands in a sub-millisecond bucket.
+    #[test]
+    fn probe_latency_has_sub_millisecond_buckets() {
+        let m = Metrics::new();
+        let mut obs = NodeObservation::up(Vec::new());
+        obs.latency_ms = Some(0);
+        obs.latency_us = Some(250);
+        m.observed("m1", "lmstudio", &obs);
+        let text = m.encode(DeliveryStats::default());
+        let bucket = |le: &str| {
+            format!("homeostat_probe_latency_seconds_bucket{{le=\"{le}\",backend=\"lmstudio\"}}")
+        };
+        assert!(text.contains(&format!("{} 0\n", bucket("0.0002"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("0.0004"))), "{text}");
+        assert!(
+            text.contains("homeostat_probe_latency_seconds_sum{backend=\"lmstudio\"} 0.00025"),
+            "{text}"
+        );
     }
 }

@@ -119,12 +119,25 @@ pub fn document_schema() -> Value {
 }
 
 /// Every schema file: `(file name, content)`, in a fixed order.
+/// Each file carries an `$id` (`https://homeostat.dev/schemas/FILE`), so editors and validators
+/// can cache and tell the schemas apart; `$ref`s inside are local (`#/$defs/...`).
 pub fn all() -> Vec<(&'static str, String)> {
-    let mut out: Vec<(&'static str, String)> =
-        Kind::ALL.iter().map(|&k| (file_name(k), render(&kind_schema(k)))).collect();
-    out.push((DOCUMENT_FILE, render(&document_schema())));
+    let with_id = |name: &str, mut v: Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("$id".into(), Value::String(format!("{SCHEMA_BASE}{name}")));
+        }
+        v
+    };
+    let mut out: Vec<(&'static str, String)> = Kind::ALL
+        .iter()
+        .map(|&k| (file_name(k), render(&with_id(file_name(k), kind_schema(k)))))
+        .collect();
+    out.push((DOCUMENT_FILE, render(&with_id(DOCUMENT_FILE, document_schema()))));
     out
 }
+
+/// The base of the schemas' `$id`s.
+pub const SCHEMA_BASE: &str = "https://homeostat.dev/schemas/";
 
 /// Writes every schema into `dir` (created if missing); returns the files written.
 pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

@@ -593,6 +593,7 @@ pub fn millis(d: Duration) -> u64 {
 pub(crate) fn up(instances: Vec<Instance>, latency: Duration) -> NodeObservation {
     let mut obs = NodeObservation::up(instances);
     obs.latency_ms = Some(millis(latency));
+    obs.latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
     obs
 }
 

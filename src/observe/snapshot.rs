@@ -195,6 +195,10 @@ pub struct NodeObservation {
     /// Latency of the last liveness/listing request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// The same latency in microseconds, for the metrics' sub-millisecond buckets (not part of
+    /// the JSON: `latency_ms` is).
+    #[serde(skip)]
+    pub latency_us: Option<u64>,
     /// Backend specifics worth showing ("llama.cpp router", "LM Studio v0 API", version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -212,6 +216,7 @@ impl NodeObservation {
             in_flight: None,
             telemetry: Telemetry::default(),
             latency_ms: None,
+            latency_us: None,
             detail: None,
         }
     }

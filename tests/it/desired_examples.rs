@@ -243,6 +243,8 @@ fn validate_command() {
         .unwrap();
     assert_eq!(json.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["apiVersion"], "homeostat.dev/v1");
+    assert_eq!(report["kind"], "ValidationReport");
     assert_eq!(report["valid"], true);
     assert_eq!(report["objects"]["Node"], 4);
     assert_eq!(report["files"], 4);

@@ -107,7 +107,7 @@ async fn every_backend_in_sync() {
         .iter()
         .map(|n| {
             assert_eq!(observed(&v, n)["reach"]["state"], "up", "{n}");
-            assert_eq!(observed(&v, n)["failed_attempts"], 0, "{n}");
+            assert_eq!(observed(&v, n)["failedAttempts"], 0, "{n}");
             assert!(problems(&v, n).is_empty(), "{n}: {:?}", problems(&v, n));
             format!("{n}: {}", observed(&v, n)["detail"])
         })
@@ -201,11 +201,11 @@ async fn model_crash_on_every_backend() {
     assert_eq!(problems(&v, "router"), ["instance-failed"]);
     for n in ["lms", "oll"] {
         assert_eq!(held(&v, n), ["load (action-delay)", "verify (action-delay)"], "{n}");
-        assert_eq!(plan(&v, n)["held_intent"], "load", "{n}");
+        assert_eq!(plan(&v, n)["heldIntent"], "load", "{n}");
     }
     for n in ["vllm", "llama", "router"] {
         assert_eq!(held(&v, n)[0], "restart (action-delay)", "{n}");
-        assert_eq!(plan(&v, n)["held_intent"], "restart", "{n}");
+        assert_eq!(plan(&v, n)["heldIntent"], "restart", "{n}");
     }
     for n in ["lms", "oll", "vllm", "llama", "router"] {
         assert!(steps(&v, n).is_empty(), "{n}: nothing acts before the action delay");
@@ -289,7 +289,7 @@ async fn wedged_on_every_backend() {
         assert_eq!(observed(&v, n)["reach"]["state"], "up", "{n}: wedged, not down");
     }
     for n in ["lms", "oll"] {
-        assert_eq!(plan(&v, n)["held_intent"], "reload", "{n}");
+        assert_eq!(plan(&v, n)["heldIntent"], "reload", "{n}");
         assert_eq!(
             held(&v, n),
             [
@@ -302,7 +302,7 @@ async fn wedged_on_every_backend() {
         );
     }
     for n in ["vllm", "llama", "router"] {
-        assert_eq!(plan(&v, n)["held_intent"], "restart", "{n}");
+        assert_eq!(plan(&v, n)["heldIntent"], "restart", "{n}");
     }
     assert_untouched(&h);
 }

@@ -55,9 +55,9 @@ async fn lab() -> Harness {
 #[track_caller]
 fn assert_unreachable(v: &serde_json::Value, cause: serde_json::Value) {
     assert_eq!(observed(v, "m1")["reach"], json!({"state": "down", "cause": cause}));
-    assert_eq!(observed(v, "m1")["failed_attempts"], 2);
+    assert_eq!(observed(v, "m1")["failedAttempts"], 2);
     assert_eq!(problems(v, "m1"), ["unreachable"]);
-    assert_eq!(plan(v, "m1")["held_intent"], "restart");
+    assert_eq!(plan(v, "m1")["heldIntent"], "restart");
     assert_eq!(
         held(v, "m1"),
         ["restart (action-delay)", "load (action-delay)", "verify (action-delay)"]
@@ -94,7 +94,7 @@ async fn down() {
     "#]].assert_eq(&text);
     let (_, v) = h.diff_json().await;
     assert_unreachable(&v, json!({"kind": "refused"}));
-    assert_eq!(observed(&v, "m1")["telemetry"]["vram_used"], 9u64 << 30);
+    assert_eq!(observed(&v, "m1")["telemetry"]["vramUsed"], 9u64 << 30);
     assert_untouched(&h);
 }
 
@@ -136,7 +136,7 @@ async fn slow() {
     let id = h.node("m1").inject(fault(json!({"kind": "slow", "delay": "100ms"})));
     let (code, v) = h.diff_json().await;
     assert_eq!(code, 0, "slower but within the timeout: {v:#}");
-    assert!(observed(&v, "m1")["latency_ms"].as_u64().unwrap() >= 100, "{v:#}");
+    assert!(observed(&v, "m1")["latencyMs"].as_u64().unwrap() >= 100, "{v:#}");
     h.node("m1").clear_fault(id);
     h.node("m1").inject(fault(json!({"kind": "slow", "delay": "700ms"})));
     let (code, text) = diff_text(&h).await;
@@ -379,7 +379,7 @@ async fn wedged() {
     assert_eq!(observed(&v, "m1")["reach"]["state"], "up");
     assert_eq!(observed(&v, "m1")["canaries"]["qwen/qwen3-8b"]["cause"]["kind"], "timeout");
     assert_eq!(problems(&v, "m1"), ["canary-failed"]);
-    assert_eq!(plan(&v, "m1")["held_intent"], "reload");
+    assert_eq!(plan(&v, "m1")["heldIntent"], "reload");
     assert_eq!(
         held(&v, "m1"),
         [
@@ -454,7 +454,7 @@ async fn leak_vram() {
         Plan: 0 loads, 0 reloads, 0 reroutes, 0 restarts, 2 held, 1 alert; 0 nodes in sync
     "#]].assert_eq(&text);
     let (_, v) = h.diff_json().await;
-    assert_eq!(observed(&v, "m1")["telemetry"]["vram_used"], 9u64 << 30, "6 GiB leaked + 3 GiB");
+    assert_eq!(observed(&v, "m1")["telemetry"]["vramUsed"], 9u64 << 30, "6 GiB leaked + 3 GiB");
     assert_eq!(held(&v, "m1"), ["load (action-delay)", "verify (action-delay)"]);
     assert_untouched(&h);
 }
@@ -488,7 +488,7 @@ async fn hot() {
         Plan: 0 loads, 0 reloads, 1 reroute, 0 restarts, 2 held, 1 alert; 0 nodes in sync
     "#]].assert_eq(&text);
     let (_, v) = h.diff_json().await;
-    assert_eq!(observed(&v, "m1")["telemetry"]["gpu_temp_c"], 87.0);
+    assert_eq!(observed(&v, "m1")["telemetry"]["gpuTempC"], 87.0);
     assert_eq!(steps(&v, "m1"), ["cordon"]);
     let reason = plan(&v, "m1")["steps"][0]["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("GPU at 87 °C > 85 °C"), "{reason}");
@@ -760,7 +760,7 @@ nodes:
     "#]].assert_eq(&text);
     let (_, v) = h.diff_json().await;
     assert_eq!(problems(&v, "r1"), ["stuck-loading"]);
-    assert_eq!(plan(&v, "r1")["held_intent"], "restart");
+    assert_eq!(plan(&v, "r1")["heldIntent"], "restart");
     assert_eq!(held(&v, "r1")[0], "restart (action-delay)");
     assert_untouched(&h);
 }

@@ -17,6 +17,7 @@ mod support;
 mod api_auth; // bearer tokens, body limits, JSON errors
 mod api_metrics; // `GET /metrics` parsed as Prometheus text
 mod api_status; // status, events, routes, heartbeats, cordons, reload
+mod ui_status_page; // the status page at `/`, also in headless Chromium
 
 // Benchmarks, arena, history.
 mod arena_sim; // `homeostat arena` against the simulator
@@ -41,6 +42,9 @@ mod daemon_notify; // notifications from the daemon
 mod daemon_reload; // hot reload of the manifests
 mod daemon_shutdown; // SIGTERM and SIGINT of the real binary
 
+// The operator's command line: logs, machine output, day-2 verbs, init, two labs.
+mod cli_ops;
+
 // `homeostat demo`, end to end.
 mod demo;
 
@@ -48,6 +52,7 @@ mod demo;
 mod desired_bad; // the table of broken manifests
 mod desired_examples; // the manifests that ship with homeostat
 mod desired_props; // property tests of the loader
+mod editors_schema; // every shipped document against its modeline's schema
 
 // `reconcile diff`.
 mod diff_backends; // every simulated backend

@@ -339,7 +339,7 @@ async fn real_and_simulated_routers_drive_the_same_plan() {
     );
     let (_, report) = compare("tiny-a hung").await;
     let plan = &report["nodes"]["r1"]["plan"];
-    assert_eq!(plan["held_intent"], "restart", "{plan:#}");
+    assert_eq!(plan["heldIntent"], "restart", "{plan:#}");
     assert_eq!(plan["problems"][0]["problem"], "canary-failed", "{plan:#}");
 }
 
@@ -362,7 +362,7 @@ fn comparable(mut report: Value, base: &str) -> Value {
     fn strip(v: &mut Value, base: &str) {
         match v {
             Value::Object(o) => {
-                for key in ["at", "desiredHash", "latency_ms", "until", "stateDir"] {
+                for key in ["at", "desiredHash", "latencyMs", "until", "stateDir"] {
                     o.remove(key);
                 }
                 o.values_mut().for_each(|v| strip(v, base));

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod observe;
 pub mod once_util;
 pub mod pg;
+pub mod promtool;
 pub mod real_llama;
 pub mod sim_util;
 pub mod store_contract;
