@@ -26,8 +26,8 @@
 
 pub mod client;
 mod events_sse;
-mod ui;
 pub mod server;
+mod ui;
 pub mod wire;
 
 use std::collections::HashMap;

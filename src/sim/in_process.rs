@@ -105,6 +105,7 @@ impl InProcessNodes for ModelNodes {
                 node.with(|m, now| m.restart(None, now));
                 CommandOutput {
                     code: Some(0),
+                    signal: None,
                     stdout: String::new(),
                     stderr: String::new(),
                     took: Duration::ZERO,

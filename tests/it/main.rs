@@ -69,6 +69,8 @@ mod ha_leases; // claim, renewal, expiry, fencing
 
 // Hostile backends: nested JSON, trickled bodies, lies.
 mod hostile_backends;
+mod hostile_limits; // token FIFOs, descriptor exhaustion, slow clients (issue 17)
+mod hostile_work; // validation work linear in input size (issue 17)
 
 // Notifications.
 mod notify_delivery; // de-duplication, rendering, delivery

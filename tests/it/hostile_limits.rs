@@ -5,10 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/daemon_util.rs"]
-mod daemon_util;
-#[path = "support/harness.rs"]
-mod harness;
+use crate::support::{daemon_util, harness};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
