@@ -29,6 +29,7 @@
 pub mod act;
 pub mod api;
 pub mod bench;
+pub mod bounded_file;
 pub mod cli;
 pub mod command;
 pub mod daemon;

@@ -126,7 +126,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
     for (rel, path) in files {
         let display = shown(&path);
         let left = MAX_SET_BYTES.saturating_sub(total);
-        match crate::secret::read_regular(&path, MAX_FILE_BYTES) {
+        match crate::bounded_file::read_regular(&path, MAX_FILE_BYTES) {
             Ok(bytes) if bytes.len() as u64 > left => {
                 problems.push(
                     Diagnostic::error(
@@ -141,7 +141,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
                 total += bytes.len() as u64;
                 raw.push((rel, display, bytes));
             }
-            Err(crate::secret::FileReadError::TooLarge { cap }) => problems.push(
+            Err(crate::bounded_file::FileReadError::TooLarge { cap }) => problems.push(
                 Diagnostic::error(
                     display,
                     format!("the file is larger than {cap} bytes; not read"),
@@ -150,7 +150,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
             ),
             Err(e) => problems.push(Diagnostic::error(
                 display,
-                format!("cannot read: {}", crate::cli::chain(&e)),
+                format!("cannot read: {}", crate::error::chain(&e)),
             )),
         }
     }
