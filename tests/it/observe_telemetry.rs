@@ -69,7 +69,7 @@ async fn failing_command_reports_status_and_stderr() {
     );
     match run_command(&[smi], TIMEOUT, 1024).await.unwrap_err() {
         CommandError::Failed { status, stderr, .. } => {
-            assert_eq!(status, "status 9");
+            assert_eq!(status, "exited with status 9");
             assert!(stderr.starts_with("Unable to determine the device handle"), "{stderr}");
         }
         other => panic!("unexpected {other:?}"),
