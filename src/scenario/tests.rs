@@ -88,6 +88,15 @@ fn play(s: Scenario) -> Trajectory {
     t
 }
 
+/// The escalations sent: critical notices that fire (reminders apart).
+fn escalations(t: &Trajectory) -> impl Iterator<Item = &crate::notify::Notice> {
+    t.notices().filter(|n| {
+        n.alert.severity == crate::desired::Severity::Critical
+            && n.state == crate::notify::AlertState::Firing
+            && !n.reminder
+    })
+}
+
 fn lifecycle(t: &Trajectory, node: &str) -> Lifecycle {
     t.last().memory.nodes.get(node).map(|m| m.health.lifecycle).unwrap_or_default()
 }
@@ -145,11 +154,7 @@ fn a_crash_loop_after_verified_heals_is_backed_off_then_escalated() {
     for w in starts[3..].windows(2) {
         assert!(w[1].since(w[0]) >= MIN(10), "a trial per cool-down:\n{}", t.story());
     }
-    let critical: Vec<_> = t
-        .notices()
-        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
-        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
-        .collect();
+    let critical: Vec<_> = escalations(&t).collect();
     assert_eq!(critical.len(), 1, "one escalation:\n{}", t.story());
     assert!(critical[0].alert.summary.contains("crash loop"), "{:?}", critical[0].alert.summary);
 }
@@ -164,11 +169,7 @@ fn a_crash_loop_whose_heals_fail_is_backed_off_then_escalated() {
         .run_for(MIN(30));
     let t = play(s);
     assert_eq!(t.events_of("m1", "heal.succeeded").count(), 0, "{}", t.story());
-    let critical = t
-        .notices()
-        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
-        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
-        .count();
+    let critical = escalations(&t).count();
     assert_eq!(critical, 1, "one escalation:\n{}", t.story());
 }
 
@@ -226,11 +227,7 @@ fn an_escalation_stays_open_through_breaker_trials() {
         .clear(MIN(50), "m1")
         .run_for(MIN(80));
     let t = play(s);
-    let firing = t
-        .notices()
-        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
-        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
-        .count();
+    let firing = escalations(&t).count();
     assert_eq!(firing, 1, "one escalation:\n{}", t.story());
     let resolved: Vec<_> = t
         .events
@@ -252,11 +249,7 @@ fn a_breaker_that_opens_before_attempts_run_out_escalates() {
         .fault(S(60), "m1", json!({"kind": "down", "survives-restart": true}))
         .run_for(MIN(30));
     let t = play(s);
-    let critical = t
-        .notices()
-        .filter(|n| n.state == crate::notify::AlertState::Firing && !n.reminder)
-        .filter(|n| n.alert.severity == crate::desired::Severity::Critical)
-        .count();
+    let critical = escalations(&t).count();
     assert_eq!(critical, 1, "the open breaker escalates once:\n{}", t.story());
 }
 
