@@ -14,6 +14,32 @@
 //! What users live through is checked here as trajectories, not rule by rule: episodes,
 //! attempts, backoff spacing, rollback as a stable state, one notice per condition.
 
+/// The cluster policy of the scenarios (a Cluster document without its `---`): the defaults'
+/// shape with a lab's timings; virtual time makes real durations cheap. A macro, so that `tests`
+/// and `random` can `concat!` their own documents to it.
+macro_rules! lab_policy {
+    () => {
+        "\
+apiVersion: homeostat.dev/v1
+kind: Cluster
+metadata: { name: lab }
+spec:
+  reconcileInterval: 10s
+  probe: { timeout: 2s, localTimeout: 2s, retryDelay: 1s }
+  heal:
+    failureThreshold: 2
+    actionDelay: 2s
+    maxAttempts: 3
+    unloadSettle: 1s
+    loadTimeout: 60s
+    restartTimeout: 30s
+    backoffInitial: 30s
+    backoffMax: 10m
+  breaker: { failureThreshold: 3, coolDown: 10m }
+"
+    };
+}
+
 pub mod properties;
 pub mod random;
 #[cfg(test)]
@@ -236,8 +262,7 @@ async fn play(s: &Scenario) -> Result<Trajectory, ScenarioError> {
     let mut seq = 0u64;
     while clock.now() < end {
         let now = clock.now();
-        while let Some((at, change)) = timeline.next_if(|(at, _)| start + *at <= now) {
-            let _ = at;
+        while let Some((_, change)) = timeline.next_if(|(at, _)| start + *at <= now) {
             match change {
                 Change::Fault { node, fault } => {
                     let n = nodes.get(node).unwrap_or_else(|| panic!("no simulated node {node}"));

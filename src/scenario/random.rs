@@ -31,24 +31,11 @@ pub fn fault(kind: usize) -> serde_json::Value {
     }
 }
 
-const CLUSTER: &str = "\
-apiVersion: homeostat.dev/v1
-kind: Cluster
-metadata: { name: random }
-spec:
-  reconcileInterval: 10s
-  probe: { timeout: 2s, localTimeout: 2s, retryDelay: 1s }
-  heal:
-    failureThreshold: 2
-    actionDelay: 2s
-    maxAttempts: 3
-    unloadSettle: 1s
-    loadTimeout: 60s
-    restartTimeout: 30s
-    backoffInitial: 30s
-    backoffMax: 10m
-  breaker: { failureThreshold: 3, coolDown: 10m }
-  massFailure: { fraction: 0.5, minFailing: 3 }
+/// The lab's policy with the mass-failure rule set for three nodes, and a notifier of every
+/// severity.
+const CLUSTER: &str = concat!(
+    lab_policy!(),
+    "  massFailure: { fraction: 0.5, minFailing: 3 }
 ---
 apiVersion: homeostat.dev/v1
 kind: Notifier
@@ -57,7 +44,8 @@ spec:
   type: webhook
   urlFrom: { file: $HOOK_FILE }
   severities: [critical, warning, info]
-";
+"
+);
 
 /// The scenario of a timeline: `(second, node index, fault kind)` each; every fault cleared at
 /// `clear_at`, then `settle` more to recover.

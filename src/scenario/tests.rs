@@ -12,32 +12,18 @@ use crate::health::Lifecycle;
 const S: fn(u64) -> Duration = Duration::from_secs;
 const MIN: fn(u64) -> Duration = |m| Duration::from_secs(60 * m);
 
-/// A lab's cluster policy with the defaults' shape (virtual time makes real durations cheap).
-const CLUSTER: &str = "\
-apiVersion: homeostat.dev/v1
-kind: Cluster
-metadata: { name: lab }
-spec:
-  reconcileInterval: 10s
-  probe: { timeout: 2s, localTimeout: 2s, retryDelay: 1s }
-  heal:
-    failureThreshold: 2
-    actionDelay: 2s
-    maxAttempts: 3
-    unloadSettle: 1s
-    loadTimeout: 60s
-    restartTimeout: 30s
-    backoffInitial: 30s
-    backoffMax: 10m
-  breaker: { failureThreshold: 3, coolDown: 10m }
----
+/// The lab's cluster policy and a notifier (critical only, its default).
+const CLUSTER: &str = concat!(
+    lab_policy!(),
+    "---
 apiVersion: homeostat.dev/v1
 kind: Notifier
 metadata: { name: ops }
 spec:
   type: webhook
   urlFrom: { file: $HOOK_FILE }
-";
+"
+);
 
 /// One LM Studio node with one resident model and a restart command.
 const ONE_NODE_SIM: &str = "

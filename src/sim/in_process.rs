@@ -76,10 +76,6 @@ impl ModelNodes {
     pub fn get(&self, name: &str) -> Option<&Arc<ModelNode>> {
         self.by_name.get(name)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
-    }
 }
 
 impl InProcessNodes for ModelNodes {
@@ -447,12 +443,5 @@ impl InProcessNode for ModelNode {
 
     fn same_model(&self, a: &str, b: &str) -> bool {
         model::same_model(a, b)
-    }
-}
-
-/// The node's name (its sim name).
-impl ModelNode {
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
